@@ -1,0 +1,30 @@
+"""Every option file of every group composes, validates, builds and trains a few steps (new files included)."""
+import math
+
+import pytest
+
+from tests.conftest import fast
+from trainlab.config import CONF_DIR, GROUPS, options
+
+ALL_OPTIONS = [(g, o) for g in GROUPS for o in options(g)]
+
+
+def test_every_group_has_options():
+    assert {g for g, _ in ALL_OPTIONS} == set(GROUPS)
+
+
+@pytest.mark.parametrize("group,option", ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
+def test_option_composes_and_trains(train, group, option):
+    if group != "trainer":
+        assert options(group)[option]["name"] == option  # key `name:` == file stem
+    summary, run_dir = train(*fast(f"{group}={option}"))
+    assert summary["status"] == "completed"
+    assert summary["steps"] == 5
+    assert math.isfinite(summary["final"]["train_loss"])
+    assert 0.0 <= summary["final"]["val_acc"] <= 1.0
+
+
+@pytest.mark.parametrize("path", sorted((CONF_DIR / "experiment").glob("*.yaml")), ids=lambda p: p.stem)
+def test_experiment_presets_compose(train, path):
+    summary, _ = train(*fast(f"experiment={path.stem}"))
+    assert summary["status"] == "completed"

@@ -1,0 +1,41 @@
+"""Gradient clipping: CLIPS maps clip.name to `fn(params, measure) -> (pre-clip grad norm, clipped)`.
+
+The norm is the global L2 norm BEFORE clipping. Clipping by norm gets it for free; the others compute it only
+when `measure` is true (log steps), so nothing runs per step that the user did not ask for.
+"""
+import torch
+from torch.nn.utils import clip_grad_norm_, clip_grad_value_, get_total_norm
+
+
+def _grads(params):
+    return [p.grad for p in params if p.grad is not None]
+
+
+def none(params, measure):
+    if not measure:
+        return None, None
+    return get_total_norm(_grads(params)), torch.tensor(False)
+
+
+def norm(params, measure, max_norm):
+    total = clip_grad_norm_(params, max_norm, foreach=True)  # returns the pre-clip norm: no second pass
+    return total, total > max_norm
+
+
+def value(params, measure, clip_value):
+    total = clipped = None
+    if measure:
+        grads = _grads(params)
+        total = get_total_norm(grads)
+        clipped = torch.stack([g.abs().max() for g in grads]).max() > clip_value
+    clip_grad_value_(params, clip_value, foreach=True)
+    return total, clipped
+
+
+CLIPS = {"none": none, "norm": norm, "value": value}
+
+
+def build_clip(node):
+    """Return `clip(params, measure)` for clip.name with its threshold bound in."""
+    kwargs = {k: v for k, v in node.items() if k != "name"}
+    return lambda params, measure: CLIPS[node["name"]](params, measure, **kwargs)

@@ -1,0 +1,169 @@
+"""Config checks that run before torch is imported: the shipped YAML files are the schema.
+
+Each option file in conf/<group>/ lists every key its function takes, with its default; the type of that default
+is the key's type. `check_overrides(argv)` rejects a command-line key that no option uses (also when it is added
+with `+`), `validate(cfg)` checks the composed config: keys, types, ranges and choices.
+"""
+import difflib
+from functools import cache
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("trainer", "model", "data", "optimizer", "schedule", "norm", "init", "clip", "regularization")
+
+CHOICES = {
+    "model.activation": ("relu", "gelu", "tanh"),
+    "model.norm_position": ("pre", "post"),
+    "trainer.device": ("auto", "cpu", "cuda"),
+    "trainer.objective": ("val_acc", "val_loss"),
+    "init.distribution": ("normal", "uniform"),
+    "init.mode": ("fan_in", "fan_out"),
+}
+
+# key -> (test, what is accepted); a key's rule applies in every group that has it
+_positive = (lambda v: v > 0, "a number > 0")
+_count = (lambda v: v >= 1, "an integer >= 1")
+_unit = (lambda v: 0 <= v < 1, "a number in [0, 1)")
+RULES = {
+    "lr": _positive, "eps": _positive, "max_norm": _positive, "clip_value": _positive,
+    "weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "momentum": _unit, "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "dropout": _unit, "label_smoothing": _unit, "final_lr_frac": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "gamma": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "val_fraction": (lambda v: 0 < v < 1, "a number in (0, 1)"),
+    "batch_size": _count, "max_steps": _count, "train_steps": _count, "eval_every": _count, "log_every": _count, "step_size": _count,
+    "depth": (lambda v: v >= 0, "an integer >= 0"), "width": _count, "n_layers": _count, "d_model": _count,
+    "n_heads": _count, "d_ff": _count, "num_samples": _count, "num_features": _count,
+    "num_classes": (lambda v: v >= 2, "an integer >= 2"), "p": (lambda v: v >= 2, "an integer >= 2"),
+    "threads": (lambda v: v >= 0, "an integer >= 0 (0 = automatic)"),
+    "warmup_steps": (lambda v: v >= 1, "an integer >= 1"), "difficulty": _positive,
+}
+
+
+class ConfigError(ValueError):
+    """A user mistake in the config: printed as one message, never as a traceback."""
+
+
+@cache
+def options(group):
+    """{option name: its YAML dict} for the options shipped in conf/<group>/."""
+    return {f.stem: OmegaConf.to_container(OmegaConf.load(f)) or {} for f in sorted((CONF_DIR / group).glob("*.yaml"))}
+
+
+def _nearest(word, candidates):
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.5)
+    return f" Did you mean {close[0]}?" if close else ""
+
+
+def _group_keys(group):
+    return sorted({k for opt in options(group).values() for k in opt if k not in ("defaults", "name")})
+
+
+def _default_options():
+    """{group: option} from the defaults list of conf/train.yaml."""
+    entries = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "train.yaml"))["defaults"]
+    return {k: v for e in entries if isinstance(e, dict) for k, v in e.items()}
+
+
+def _not_a_setting(group, key, name):
+    others = [o for o, s in options(group).items() if key in s]
+    hint = f" It belongs to {group}={' / '.join(others)}." if others else _nearest(key, options(group).get(name, {}))
+    settings = ", ".join(k for k in options(group).get(name, {}) if k != "name") or "(none)"
+    return ConfigError(f"{group}.{key} is not a setting of {group}={name}.{hint}\n  {group}={name} settings: {settings}")
+
+
+def check_overrides(args):
+    """Reject command-line keys that the chosen option does not have (Hydra lets `+group.typo=1` through)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    candidates = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(candidates)
+    except Exception:
+        return  # Hydra reports syntax errors itself, with the position
+    chosen = {g: [o] for g, o in _default_options().items()}
+    for o in overrides:
+        if o.key_or_group in GROUPS:
+            chosen[o.key_or_group] = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+    experiment = any(o.key_or_group == "experiment" for o in overrides)  # a preset may switch options: be lenient
+    every_key = [f"{g}.{k}" for g in GROUPS for k in _group_keys(g)]
+    for o in overrides:
+        key = o.key_or_group
+        if key.startswith("hydra") or key in GROUPS or key == "experiment":
+            continue
+        group, _, rest = key.partition(".")
+        if group not in GROUPS:
+            raise ConfigError(f"{key} is not a trainlab setting.{_nearest(key, every_key + list(GROUPS))}\n"
+                              f"  groups: {', '.join(GROUPS)} (choose an option with group=option, "
+                              f"set a key with group.key=value)")
+        sub = rest.split(".")[0]
+        if sub not in _group_keys(group) and sub != "name":
+            raise ConfigError(f"{key} is not a setting of any {group} option.{_nearest(key, every_key)}\n"
+                              f"  {group} settings: {', '.join(_group_keys(group))}")
+        if group != "trainer" and not experiment:
+            for name in chosen.get(group, []):
+                if name in options(group) and sub not in options(group)[name]:
+                    raise _not_a_setting(group, sub, name)
+
+
+def _type_error(key, value, default):
+    if isinstance(default, bool):
+        ok, what = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, what = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, what = isinstance(value, str), "a string"
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and len(value) == len(default) and not any(
+            _type_error(key, v, d) for v, d in zip(value, default))
+        what = f"a list like {default}"
+    else:
+        return None
+    return None if ok else f"{key}={value!r}: expected {what}"
+
+
+def validate(cfg):
+    """Check a composed config (a plain dict of groups); raise ConfigError naming the key, value and choices."""
+    extra = sorted(set(cfg) - set(GROUPS))
+    if extra:
+        raise ConfigError(f"{extra[0]} is not a trainlab setting.{_nearest(extra[0], GROUPS)}")
+    for group in GROUPS:
+        node = dict(cfg[group])
+        shipped = options(group)
+        name = node.get("name") if group != "trainer" else "default"
+        if name not in shipped:
+            raise ConfigError(f"{group}.name={name!r} is not a {group} option; choose from: {', '.join(shipped)}")
+        schema = shipped[name]
+        for key in node:
+            if key not in schema:
+                raise _not_a_setting(group, key, name)
+        for key, default in schema.items():
+            full = f"{group}.{key}"
+            if key not in node:
+                raise ConfigError(f"{full} is missing (default {default!r})")
+            value = node[key]
+            if isinstance(default, str) and default.startswith("${"):  # typed by the default it points to
+                target_group, target_key = default[2:-1].split(".")
+                default = options(target_group)[cfg[target_group]["name"]][target_key]
+            problem = _type_error(full, value, default)
+            if problem:
+                raise ConfigError(problem)
+            if full in CHOICES and value not in CHOICES[full]:
+                raise ConfigError(f"{full}={value!r}: choose from {', '.join(CHOICES[full])}")
+            if key in RULES and value is not None and not RULES[key][0](value):
+                raise ConfigError(f"{full}={value!r}: must be {RULES[key][1]}")
+    _check_relations(cfg)
+
+
+def _check_relations(cfg):
+    steps = cfg["trainer"]["max_steps"]
+    warmup = cfg["schedule"].get("warmup_steps")
+    if warmup is not None and warmup >= steps:
+        raise ConfigError(f"schedule.warmup_steps={warmup}: must be < trainer.max_steps={steps}")
+    model = cfg["model"]
+    if model["name"] == "transformer" and model["d_model"] % model["n_heads"]:
+        raise ConfigError(f"model.n_heads={model['n_heads']}: must divide model.d_model={model['d_model']}")

@@ -1,0 +1,95 @@
+"""The two models: an MLP and a small Transformer classifier. They take plain arguments, never a config.
+
+Both read features (N, D) or tokens (N, T): the MLP one-hot encodes tokens, the Transformer makes each
+feature a token. `norm_fn(dim)` builds the norm layer wherever one goes (see norms.py).
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+
+
+class MLP(nn.Module):
+    def __init__(self, in_dim, num_classes, depth, width, activation, norm_fn, dropout, vocab_size=None):
+        super().__init__()
+        self.vocab_size = vocab_size
+        layers, dim = [], in_dim * (vocab_size or 1)
+        for _ in range(depth):
+            layers += [nn.Linear(dim, width), norm_fn(width), ACTIVATIONS[activation](), nn.Dropout(dropout)]
+            dim = width
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x):
+        if self.vocab_size:
+            x = F.one_hot(x, self.vocab_size).flatten(1).float()
+        return self.head(self.body(x))
+
+
+class Attention(nn.Module):
+    def __init__(self, d_model, n_heads, causal, dropout):
+        super().__init__()
+        self.n_heads, self.causal, self.dropout = n_heads, causal, dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)  # residual output projection
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).transpose(1, 3).unbind(2)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class Block(nn.Module):
+    def __init__(self, d_model, n_heads, d_ff, activation, norm_position, causal, norm_fn, dropout):
+        super().__init__()
+        self.pre = norm_position == "pre"
+        self.norm1, self.norm2 = norm_fn(d_model), norm_fn(d_model)
+        self.attn = Attention(d_model, n_heads, causal, dropout)
+        self.ffn = nn.Sequential(nn.Linear(d_model, d_ff), ACTIVATIONS[activation](), nn.Linear(d_ff, d_model))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        if self.pre:  # pre-LN: x + f(norm(x)), the residual stream itself is never normalized
+            x = x + self.drop(self.attn(self.norm1(x)))
+            return x + self.drop(self.ffn(self.norm2(x)))
+        x = self.norm1(x + self.drop(self.attn(x)))  # post-LN: norm(x + f(x)), as in Vaswani et al. 2017
+        return self.norm2(x + self.drop(self.ffn(x)))
+
+
+class Transformer(nn.Module):
+    def __init__(self, seq_len, num_classes, n_layers, d_model, n_heads, d_ff, activation, norm_position, causal,
+                 norm_fn, dropout, vocab_size=None):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, d_model) if vocab_size else nn.Linear(1, d_model)
+        self.pos = nn.Parameter(torch.randn(seq_len, d_model) * 0.02)
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, d_ff, activation, norm_position, causal, norm_fn, dropout)
+                                    for _ in range(n_layers))
+        self.norm = norm_fn(d_model) if norm_position == "pre" else nn.Identity()  # post-LN ends normalized
+        self.head = nn.Linear(d_model, num_classes)
+
+    def forward(self, x):
+        x = self.embed(x if isinstance(self.embed, nn.Embedding) else x.unsqueeze(-1)) + self.pos
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x)[:, -1])  # read out the last position ("=" in the sequence tasks)
+
+
+def mlp(meta, norm_fn, dropout, **kwargs):
+    return MLP(meta["shape"][0], meta["num_classes"], norm_fn=norm_fn, dropout=dropout,
+               vocab_size=meta.get("vocab_size"), **kwargs)
+
+
+def transformer(meta, norm_fn, dropout, **kwargs):
+    return Transformer(meta["shape"][0], meta["num_classes"], norm_fn=norm_fn, dropout=dropout,
+                       vocab_size=meta.get("vocab_size"), **kwargs)
+
+
+MODELS = {"mlp": mlp, "transformer": transformer}
+
+
+def build_model(node, meta, norm_fn, dropout):
+    """Build model.name for the data described by meta; runtime values (shapes, norm, dropout) come from the loop."""
+    return MODELS[node["name"]](meta, norm_fn, dropout, **{k: v for k, v in node.items() if k != "name"})
