@@ -108,16 +108,16 @@ def test_init_variance_matches_formula(node, activation, expected_var):
 
 
 def test_clip_returns_preclip_norm():
-    p = nn.Parameter(torch.zeros(4))
-    p.grad = torch.tensor([3.0, 4.0, 0.0, 0.0])  # norm 5
-    norm, clipped = build_clip({"name": "norm", "max_norm": 1.0})([p], False)
+    model = nn.Linear(4, 1, bias=False)
+    model.weight.grad = torch.tensor([[3.0, 4.0, 0.0, 0.0]])  # norm 5
+    norm, clipped = build_clip({"name": "norm", "max_norm": 1.0}, model)(False)
     assert norm.item() == pytest.approx(5.0) and clipped.item()
-    assert p.grad.norm().item() == pytest.approx(1.0, rel=1e-5)
-    p.grad = torch.tensor([3.0, -4.0, 0.1, 0.0])
-    norm, clipped = build_clip({"name": "value", "clip_value": 0.5})([p], True)
+    assert model.weight.grad.norm().item() == pytest.approx(1.0, rel=1e-5)
+    model.weight.grad = torch.tensor([[3.0, -4.0, 0.1, 0.0]])
+    norm, clipped = build_clip({"name": "value", "clip_value": 0.5}, model)(True)
     assert norm.item() == pytest.approx(math.sqrt(25.01)) and clipped.item()
-    assert p.grad.tolist() == pytest.approx([0.5, -0.5, 0.1, 0.0])
-    assert build_clip({"name": "none"})([p], False) == (None, None)  # nothing measured off the log steps
+    assert model.weight.grad[0].tolist() == pytest.approx([0.5, -0.5, 0.1, 0.0])
+    assert build_clip({"name": "none"}, model)(False) == (None, None)  # nothing measured off the log steps
 
 
 def test_batchnorm_over_tokens_matches_flattened_batchnorm():

@@ -1,4 +1,4 @@
-"""Gradient clipping: CLIPS maps clip.name to `fn(params, measure) -> (pre-clip grad norm, clipped)`.
+"""Gradient clipping: CLIPS maps clip.name to `fn(model, measure, **yaml keys) -> (pre-clip grad norm, clipped)`.
 
 The norm is the global L2 norm BEFORE clipping. Clipping by norm gets it for free; the others compute it only
 when `measure` is true (log steps), so nothing runs per step that the user did not ask for.
@@ -11,19 +11,20 @@ def _grads(params):
     return [p.grad for p in params if p.grad is not None]
 
 
-def none(params, measure):
+def none(model, measure):
     if not measure:
         return None, None
-    return get_total_norm(_grads(params)), torch.tensor(False)
+    return get_total_norm(_grads(model.parameters())), torch.tensor(False)
 
 
-def norm(params, measure, max_norm):
-    total = clip_grad_norm_(params, max_norm, foreach=True)  # returns the pre-clip norm: no second pass
+def norm(model, measure, max_norm):
+    total = clip_grad_norm_(model.parameters(), max_norm, foreach=True)  # returns the pre-clip norm: no second pass
     return total, total > max_norm
 
 
-def value(params, measure, clip_value):
+def value(model, measure, clip_value):
     total = clipped = None
+    params = list(model.parameters())
     if measure:
         grads = _grads(params)
         total = get_total_norm(grads)
@@ -35,7 +36,7 @@ def value(params, measure, clip_value):
 CLIPS = {"none": none, "norm": norm, "value": value}
 
 
-def build_clip(node):
-    """Return `clip(params, measure)` for clip.name with its threshold bound in."""
+def build_clip(node, model):
+    """Return `clip(measure) -> (pre-clip norm, clipped)` for clip.name, with the model and threshold bound in."""
     kwargs = {k: v for k, v in node.items() if k != "name"}
-    return lambda params, measure: CLIPS[node["name"]](params, measure, **kwargs)
+    return lambda measure: CLIPS[node["name"]](model, measure, **kwargs)

@@ -1,8 +1,11 @@
 """The two models: an MLP and a small Transformer classifier. They take plain arguments, never a config.
 
 Both read features (N, D) or tokens (N, T): the MLP one-hot encodes tokens, the Transformer makes each
-feature a token. `norm_fn(dim)` builds the norm layer wherever one goes (see norms.py).
+feature a token. `norm_fn(dim)` builds the norm layer wherever one goes (see norms.py). Every Linear that
+writes into a residual stream is named `*.proj` (inits.py scales or zeroes those).
 """
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,7 +51,8 @@ class Block(nn.Module):
         self.pre = norm_position == "pre"
         self.norm1, self.norm2 = norm_fn(d_model), norm_fn(d_model)
         self.attn = Attention(d_model, n_heads, causal, dropout)
-        self.ffn = nn.Sequential(nn.Linear(d_model, d_ff), ACTIVATIONS[activation](), nn.Linear(d_ff, d_model))
+        self.ffn = nn.Sequential(OrderedDict(fc=nn.Linear(d_model, d_ff), act=ACTIVATIONS[activation](),
+                                             proj=nn.Linear(d_ff, d_model)))
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x):

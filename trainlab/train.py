@@ -64,7 +64,7 @@ def run(cfg, run_dir, parallel_jobs=1):
     build_init(cfg["init"], cfg["model"]["activation"])(model)
     opt = build_optimizer(cfg["optimizer"], model)
     schedule = build_schedule(cfg["schedule"], opt, tr["max_steps"])
-    clip = build_clip(cfg["clip"])
+    clip = build_clip(cfg["clip"], model)
     params = [p for p in model.parameters() if p.requires_grad]
     writer, jsonl = open_writer(run_dir), open(run_dir / "metrics.jsonl", "w")
 
@@ -80,7 +80,7 @@ def run(cfg, run_dir, parallel_jobs=1):
                 loss = F.cross_entropy(model(x), y, label_smoothing=reg["label_smoothing"])
                 loss.backward()
                 log_now = step % tr["log_every"] == 0 or step == last_step
-                grad_norm, clipped = clip(params, log_now)  # pre-clip norm; measured only when logging
+                grad_norm, clipped = clip(log_now)  # pre-clip norm; measured only when logging
                 lr = opt.param_groups[0]["lr"]  # the lr this update uses
                 opt.step()
                 opt.zero_grad(set_to_none=True)
