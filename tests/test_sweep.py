@@ -1,5 +1,8 @@
 """A multirun in a subprocess, as a user types it: one directory and one summary per job."""
 import json
+import os
+import subprocess
+import sys
 
 from tests.conftest import cli
 
@@ -30,3 +33,41 @@ def test_each_multirun_job_is_seeded_like_a_single_run(tmp_path):
     assert cli("optimizer=adamw", *common, cwd=tmp_path).returncode == 0
     single = next(tmp_path.glob("outputs/runs/*/*/metrics.jsonl"))
     assert single.read_text() == jobs[0].read_text()
+
+
+TINY = ["trainer.max_steps=10", "schedule.warmup_steps=2", "trainer.eval_every=5", "trainer.progress=false"]
+
+
+def test_a_failing_job_does_not_stop_the_others_and_resume_skips_completed(tmp_path):
+    sweep = tmp_path / "sweep"
+    first = cli("-m", "data.batch_size=32,5000", "optimizer=sgd,adamw", *TINY, f"hydra.sweep.dir={sweep}",
+                cwd=tmp_path)
+    assert first.returncode == 1  # not every job succeeded
+    assert "4 jobs: 2 completed, 2 failed" in first.stdout
+    assert "data.batch_size=5000 is larger than the training split" in first.stdout
+    status = {p.parent.name: json.loads(p.read_text())["status"] for p in sweep.glob("*/summary.json")}
+    assert sorted(status.values()) == ["completed", "completed", "failed", "failed"]
+    done = {p: p.read_bytes() for p in sweep.glob("*batch_size=32*/*") if p.is_file()}
+
+    again = cli("-m", "data.batch_size=32", "optimizer=sgd,adamw", *TINY, f"hydra.sweep.dir={sweep}",
+                "trainer.skip_completed=true", cwd=tmp_path)
+    assert again.stdout.count("skipped (completed in") == 2
+    assert {p: p.read_bytes() for p in done} == done  # metrics, summaries, events untouched
+
+
+def test_joblib_runs_jobs_in_parallel_with_one_thread_each(tmp_path):
+    result = cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer=sgd,adamw",
+                 "norm=none,layernorm", *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summaries = [json.loads(p.read_text()) for p in tmp_path.glob("outputs/multirun/*/*/*/summary.json")]
+    assert len(summaries) == 4 and all(s["status"] == "completed" for s in summaries)
+    assert {s["threads"] for s in summaries} == {max(1, (os.cpu_count() or 1) // 2)}  # cores / jobs at once
+
+
+def test_two_sweeps_started_together_get_distinct_directories(tmp_path):
+    args = [sys.executable, "-m", "trainlab", "-m", "optimizer=sgd", *TINY]
+    procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    assert len(list(tmp_path.glob("outputs/multirun/*/*/*/summary.json"))) == 2
+    assert len(list(tmp_path.glob("outputs/multirun/*/*"))) == 2

@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("trainer", "model", "data", "optimizer", "schedule", "norm", "init", "clip", "regularization")
+GROUPS = ("trainer", "model", "data", "optimizer", "schedule", "norm", "init", "clip", "regularization", "precision")
 
 CHOICES = {
     "model.activation": ("relu", "gelu", "tanh"),
@@ -30,7 +30,9 @@ RULES = {
     "lr": _positive, "eps": _positive, "max_norm": _positive, "clip_value": _positive,
     "weight_decay": (lambda v: v >= 0, "a number >= 0"),
     "momentum": _unit, "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
-    "dropout": _unit, "label_smoothing": _unit, "final_lr_frac": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "dropout": _unit, "label_smoothing": _unit, "drop_path": _unit, "ema_decay": _unit,
+    "mixup_alpha": (lambda v: v >= 0, "a number >= 0 (0 = off)"), "cutmix_alpha": (lambda v: v >= 0, "a number >= 0"),
+    "early_stopping": (lambda v: v >= 0, "an integer >= 0 (0 = off)"), "init_scale": _positive, "final_lr_frac": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "gamma": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "val_fraction": (lambda v: 0 < v < 1, "a number in (0, 1)"),
     "batch_size": _count, "max_steps": _count, "train_steps": _count, "eval_every": _count, "log_every": _count, "step_size": _count,
@@ -48,8 +50,13 @@ class ConfigError(ValueError):
 
 @cache
 def options(group):
-    """{option name: its YAML dict} for the options shipped in conf/<group>/."""
-    return {f.stem: OmegaConf.to_container(OmegaConf.load(f)) or {} for f in sorted((CONF_DIR / group).glob("*.yaml"))}
+    """{option name: its YAML dict} for the options shipped in conf/<group>/ (a `defaults: [sibling]` merged in)."""
+    raw = {f.stem: OmegaConf.to_container(OmegaConf.load(f)) or {} for f in sorted((CONF_DIR / group).glob("*.yaml"))}
+    merged = {}
+    for name, node in raw.items():
+        bases = [d for d in node.pop("defaults", []) if isinstance(d, str) and d != "_self_"]
+        merged[name] = {k: v for base in bases for k, v in raw[base].items()} | node
+    return merged
 
 
 def _nearest(word, candidates):
@@ -58,7 +65,7 @@ def _nearest(word, candidates):
 
 
 def _group_keys(group):
-    return sorted({k for opt in options(group).values() for k in opt if k not in ("defaults", "name")})
+    return sorted({k for opt in options(group).values() for k in opt if k != "name"})
 
 
 def _default_options():

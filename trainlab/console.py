@@ -41,5 +41,17 @@ def print_summary(summary, run_dir):
         table.add_row(key, "-" if final is None else f"{final:.4f}", "-" if best is None else f"{best:.4f}{best_at}")
     console.print(table)
     if summary["error"]:
-        console.print(f"[red]error:[/] {summary['error']}")
+        console.print(f"[red]error:[/] {summary['error']}", soft_wrap=True)
     console.print(f"{summary['wall_time_s']:.1f} s, {summary['steps_per_s']:.0f} steps/s; files in {run_dir}")
+
+
+def print_sweep(rows, sweep_dir):
+    counts = {}
+    for _, status, _ in rows:
+        counts[status] = counts.get(status, 0) + 1
+    console.rule(f"sweep {sweep_dir}")
+    console.print(f"{len(rows)} jobs: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    for name, status, error in rows:
+        if status != "completed":
+            console.print(f"  [red]{status}[/] {name}" + (f": {error}" if error else ""), soft_wrap=True)
+    console.print(f"compare them: trainlab compare {sweep_dir}", soft_wrap=True)

@@ -10,6 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainlab.config import ConfigError
+from trainlab.regularization import DropPath
+
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
@@ -46,7 +49,7 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d_model, n_heads, d_ff, activation, norm_position, causal, norm_fn, dropout):
+    def __init__(self, d_model, n_heads, d_ff, activation, norm_position, causal, norm_fn, dropout, drop_path):
         super().__init__()
         self.pre = norm_position == "pre"
         self.norm1, self.norm2 = norm_fn(d_model), norm_fn(d_model)
@@ -54,23 +57,26 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(OrderedDict(fc=nn.Linear(d_model, d_ff), act=ACTIVATIONS[activation](),
                                              proj=nn.Linear(d_ff, d_model)))
         self.drop = nn.Dropout(dropout)
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x):
+        branch = lambda f, h: self.drop_path(self.drop(f(h)))  # noqa: E731  dropout, then stochastic depth
         if self.pre:  # pre-LN: x + f(norm(x)), the residual stream itself is never normalized
-            x = x + self.drop(self.attn(self.norm1(x)))
-            return x + self.drop(self.ffn(self.norm2(x)))
-        x = self.norm1(x + self.drop(self.attn(x)))  # post-LN: norm(x + f(x)), as in Vaswani et al. 2017
-        return self.norm2(x + self.drop(self.ffn(x)))
+            x = x + branch(self.attn, self.norm1(x))
+            return x + branch(self.ffn, self.norm2(x))
+        x = self.norm1(x + branch(self.attn, x))  # post-LN: norm(x + f(x)), as in Vaswani et al. 2017
+        return self.norm2(x + branch(self.ffn, x))
 
 
 class Transformer(nn.Module):
     def __init__(self, seq_len, num_classes, n_layers, d_model, n_heads, d_ff, activation, norm_position, causal,
-                 norm_fn, dropout, vocab_size=None):
+                 norm_fn, dropout, drop_path=0.0, vocab_size=None):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model) if vocab_size else nn.Linear(1, d_model)
         self.pos = nn.Parameter(torch.randn(seq_len, d_model) * 0.02)
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, d_ff, activation, norm_position, causal, norm_fn, dropout)
-                                    for _ in range(n_layers))
+        rates = [drop_path * i / max(1, n_layers - 1) for i in range(n_layers)]  # 0 at the first block (timm)
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, d_ff, activation, norm_position, causal, norm_fn, dropout,
+                                          rate) for rate in rates)
         self.norm = norm_fn(d_model) if norm_position == "pre" else nn.Identity()  # post-LN ends normalized
         self.head = nn.Linear(d_model, num_classes)
 
@@ -81,19 +87,22 @@ class Transformer(nn.Module):
         return self.head(self.norm(x)[:, -1])  # read out the last position ("=" in the sequence tasks)
 
 
-def mlp(meta, norm_fn, dropout, **kwargs):
+def mlp(meta, norm_fn, dropout, drop_path, **kwargs):
+    if drop_path:
+        raise ConfigError(f"regularization.drop_path={drop_path} drops residual branches; model=mlp has none. "
+                          "Use model=transformer, or regularization.drop_path=0")
     return MLP(meta["shape"][0], meta["num_classes"], norm_fn=norm_fn, dropout=dropout,
                vocab_size=meta.get("vocab_size"), **kwargs)
 
 
-def transformer(meta, norm_fn, dropout, **kwargs):
-    return Transformer(meta["shape"][0], meta["num_classes"], norm_fn=norm_fn, dropout=dropout,
+def transformer(meta, norm_fn, dropout, drop_path, **kwargs):
+    return Transformer(meta["shape"][0], meta["num_classes"], norm_fn=norm_fn, dropout=dropout, drop_path=drop_path,
                        vocab_size=meta.get("vocab_size"), **kwargs)
 
 
 MODELS = {"mlp": mlp, "transformer": transformer}
 
 
-def build_model(node, meta, norm_fn, dropout):
-    """Build model.name for the data described by meta; runtime values (shapes, norm, dropout) come from the loop."""
-    return MODELS[node["name"]](meta, norm_fn, dropout, **{k: v for k, v in node.items() if k != "name"})
+def build_model(node, meta, norm_fn, dropout, drop_path):
+    """Build model.name for the data described by meta; runtime values (shapes, norm, regularizers) from the loop."""
+    return MODELS[node["name"]](meta, norm_fn, dropout, drop_path, **{k: v for k, v in node.items() if k != "name"})

@@ -22,6 +22,8 @@ from trainlab.metrics import finite_or_none, log_hparams, log_row, open_writer, 
 from trainlab.models import build_model
 from trainlab.norms import build_norm
 from trainlab.optim import build_optimizer
+from trainlab.precision import build_precision
+from trainlab.regularization import build_ema, check_mixing, mix, mixed_loss
 from trainlab.schedules import build_schedule
 
 
@@ -34,22 +36,30 @@ def resolve_device(name):
 
 
 @torch.no_grad()
-def evaluate(model, x, y, chunk=2048):
+def evaluate(model, x, y, autocast, chunk=2048):
     """Mean cross-entropy (no label smoothing) and accuracy on the held-out split."""
     model.eval()
     loss_sum, correct = 0.0, 0
     for i in range(0, len(y), chunk):
-        logits = model(x[i:i + chunk])
+        with autocast():
+            logits = model(x[i:i + chunk]).float()
         loss_sum += F.cross_entropy(logits, y[i:i + chunk], reduction="sum").item()
         correct += (logits.argmax(-1) == y[i:i + chunk]).sum().item()
     model.train()
     return {"val_loss": loss_sum / len(y), "val_acc": correct / len(y)}
 
 
+def update_best(best, row, step):
+    """Keep the best val_acc / val_loss and the step each was reached at."""
+    for key, sign in (("val_acc", 1), ("val_loss", -1)):
+        if key not in best or sign * (row[key] - best[key]) > 0:
+            best[key], best[f"{key}_step"] = row[key], step
+
+
 def run(cfg, run_dir, parallel_jobs=1):
     """Train one configuration; return the summary (also written to run_dir/summary.json)."""
     t_start = time.perf_counter()
-    tr = cfg["trainer"]
+    tr, reg = cfg["trainer"], cfg["regularization"]
     threads = tr["threads"] or max(1, (os.cpu_count() or 1) // parallel_jobs)  # never oversubscribe the cores
     torch.set_num_threads(threads)  # per job: Hydra's basic launcher runs every job in one process
     device = resolve_device(tr["device"])
@@ -59,42 +69,58 @@ def run(cfg, run_dir, parallel_jobs=1):
     # --- build: data -> model -> init -> param groups -> optimizer -> schedule
     torch.manual_seed(tr["seed"])
     (x_train, y_train), (x_val, y_val), meta = build_data(cfg["data"], device)
-    reg = cfg["regularization"]
-    model = build_model(cfg["model"], meta, build_norm(cfg["norm"]), reg["dropout"]).to(device)
+    check_mixing(reg, meta)
+    model = build_model(cfg["model"], meta, build_norm(cfg["norm"]), reg["dropout"], reg["drop_path"]).to(device)
     build_init(cfg["init"], cfg["model"]["activation"])(model)
     opt = build_optimizer(cfg["optimizer"], model)
     schedule = build_schedule(cfg["schedule"], opt, tr["max_steps"])
     clip = build_clip(cfg["clip"], model)
+    autocast, scaler = build_precision(cfg["precision"], device)
+    ema = build_ema(model, reg["ema_decay"])
+    mixing = reg["mixup_alpha"] > 0 or reg["cutmix_alpha"] > 0
     params = [p for p in model.parameters() if p.requires_grad]
     writer, jsonl = open_writer(run_dir), open(run_dir / "metrics.jsonl", "w")
 
     # --- train
-    status, error, step, last, best = "completed", None, -1, {}, {}
-    last_step = tr["max_steps"] - 1
+    status, error, step, stopped_early, last, best = "completed", None, -1, None, {}, {}
+    last_step, objective = tr["max_steps"] - 1, tr["objective"]
     progress = console.progress(tr["max_steps"], enabled=tr["progress"])
     t_loop = time.perf_counter()
     try:
         with progress:
             for step in range(tr["max_steps"]):
                 x, y = batch_at(step, x_train, y_train, cfg["data"]["batch_size"], tr["seed"])
-                loss = F.cross_entropy(model(x), y, label_smoothing=reg["label_smoothing"])
-                loss.backward()
+                if mixing:
+                    x, y, y2, lam = mix(x, y, reg["mixup_alpha"], reg["cutmix_alpha"], meta.get("image_shape"))
+                with autocast():
+                    logits = model(x).float()
+                    if mixing:  # soft targets; label smoothing applied once, inside mixed_loss
+                        loss = mixed_loss(logits, y, y2, lam, reg["label_smoothing"])
+                    else:
+                        loss = F.cross_entropy(logits, y, label_smoothing=reg["label_smoothing"])
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)  # fp16: true gradients before the grad norm and clipping (no-op otherwise)
                 log_now = step % tr["log_every"] == 0 or step == last_step
                 grad_norm, clipped = clip(log_now)  # pre-clip norm; measured only when logging
                 lr = opt.param_groups[0]["lr"]  # the lr this update uses
-                opt.step()
+                scaler.step(opt)
+                scaler.update()
                 opt.zero_grad(set_to_none=True)
                 schedule.step()  # once per optimizer update
+                if ema is not None:
+                    ema.update_parameters(model)
+                if hasattr(opt, "refresh_hessian") and step % opt.hessian_every == 0:
+                    opt.refresh_hessian(model, x)  # Sophia: Gauss-Newton-Bartlett estimate on this batch
 
                 row = {}
                 if log_now:  # .item() syncs a GPU: only at the log interval
                     row = {"train_loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(),
                            "clipped": float(clipped.item())}
                 if step % tr["eval_every"] == 0 or step == last_step:
-                    row |= evaluate(model, x_val, y_val)
-                    for key, better in (("val_acc", max), ("val_loss", min)):
-                        if key not in best or better(row[key], best[key]) != best[key]:
-                            best[key], best[f"{key}_step"] = row[key], step
+                    row |= evaluate(model, x_val, y_val, autocast)
+                    if ema is not None:
+                        row |= {f"{k}_ema": v for k, v in evaluate(ema, x_val, y_val, autocast).items()}
+                    update_best(best, row, step)
                 if row:
                     log_row(step, row, writer, jsonl)
                     last |= row
@@ -102,24 +128,29 @@ def run(cfg, run_dir, parallel_jobs=1):
                     if not math.isfinite(row.get("train_loss", 0.0)):
                         status = "diverged"  # the loss is NaN/inf: every later step would be too
                         break
+                    patience = reg["early_stopping"] * tr["eval_every"]
+                    if patience and "val_acc" in row and step - best[f"{objective}_step"] >= patience:
+                        stopped_early = step  # no better objective for `early_stopping` evaluations
+                        break
     except KeyboardInterrupt:
         status = "interrupted"
+        raise
     except Exception as exc:
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         raise
     finally:
         t_end = time.perf_counter()
-        objective = tr["objective"]
         summary = {
             "status": status, "error": error, "steps": step + 1, "max_steps": tr["max_steps"],
+            "stopped_early": stopped_early,
             "wall_time_s": round(t_end - t_start, 3), "steps_per_s": round((step + 1) / (t_end - t_loop), 2),
-            "final": {k: finite_or_none(last[k]) for k in ("train_loss", "val_loss", "val_acc") if k in last},
+            "final": {k: finite_or_none(v) for k, v in last.items() if k.startswith(("train_loss", "val_"))},
             "best": best, "objective": {"name": objective, "value": finite_or_none(last.get(objective))},
             "device": str(device), "threads": threads, "num_params": sum(p.numel() for p in params),
         }
         write_json(run_dir / "summary.json", summary)
         hparams = {f"{g}.{k}": v for g in cfg if g != "trainer" for k, v in cfg[g].items()}
-        log_hparams(writer, hparams, {k: last[k] for k in ("val_loss", "val_acc", "train_loss") if k in last})
+        log_hparams(writer, hparams, {k: v for k, v in summary["final"].items() if v is not None})
         writer.close()
         jsonl.close()
         console.print_summary(summary, run_dir)

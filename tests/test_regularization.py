@@ -1,0 +1,109 @@
+"""Regularizers against their definitions: DropPath, Mixup/CutMix soft targets, EMA; and in the loop."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tests.conftest import compose_cfg, fast
+from trainlab.config import ConfigError
+from trainlab.models import Transformer, build_model
+from trainlab.norms import build_norm
+from trainlab.precision import build_precision
+from trainlab.regularization import build_ema, drop_path, mix, mixed_loss
+
+
+def test_drop_path_drops_whole_samples_and_keeps_the_mean():
+    torch.manual_seed(0)
+    x = torch.ones(20000, 3, 4)
+    out = drop_path(x, 0.3, training=True)
+    per_sample = out.flatten(1)
+    assert per_sample.unique().tolist() == pytest.approx([0.0, 1 / 0.7])
+    assert (per_sample.min(1).values == per_sample.max(1).values).all()  # a sample is kept or dropped whole
+    assert (per_sample[:, 0] == 0).float().mean().item() == pytest.approx(0.3, abs=0.01)
+    assert out.mean().item() == pytest.approx(1.0, abs=0.02)
+    assert torch.equal(drop_path(x, 0.3, training=False), x)
+
+
+def test_transformer_drop_path_rate_grows_linearly():
+    model = Transformer(4, 3, n_layers=5, d_model=8, n_heads=2, d_ff=16, activation="gelu", norm_position="pre",
+                        causal=False, norm_fn=build_norm({"name": "none"}), dropout=0.0, drop_path=0.2, vocab_size=5)
+    assert [b.drop_path.p for b in model.blocks] == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2])
+
+
+def test_drop_path_on_a_plain_mlp_is_a_clear_error():
+    node = compose_cfg("regularization=drop_path")["model"]
+    with pytest.raises(ConfigError, match="model=mlp has none. Use model=transformer"):
+        build_model(node, {"shape": (4,), "num_classes": 2}, build_norm({"name": "none"}), 0.0, 0.1)
+
+
+def test_mixup_is_a_convex_combination_with_a_partner_odd_batch():
+    torch.manual_seed(1)
+    x, y = torch.randn(7, 5), torch.arange(7)
+    mixed, y1, y2, lam = mix(x, y, mixup_alpha=0.4, cutmix_alpha=0.0)
+    assert torch.equal(y1, y) and sorted(y2.tolist()) == list(range(7))  # a permutation: every sample once
+    torch.testing.assert_close(mixed, lam * x + (1 - lam) * x[y2])
+    assert 0 < lam < 1
+
+
+def test_cutmix_pastes_a_box_and_weights_labels_by_its_area():
+    torch.manual_seed(3)
+    images = torch.arange(5 * 2 * 8 * 8, dtype=torch.float32).view(5, 2, 8, 8)
+    mixed, y1, y2, lam = mix(images.flatten(1), torch.arange(5), mixup_alpha=0.0, cutmix_alpha=1.0,
+                             image_shape=(2, 8, 8))
+    mixed = mixed.view(5, 2, 8, 8)
+    from_partner = mixed != images  # values are unique, so a changed pixel came from the partner
+    assert torch.equal(mixed[from_partner], images[y2][from_partner])
+    pasted = from_partner[y1 != y2].float().mean().item()
+    assert lam == pytest.approx(1 - pasted)
+
+
+def test_mixed_loss_smooths_the_mixed_target_once():
+    logits, y, y2, lam, eps = torch.randn(6, 4), torch.randint(4, (6,)), torch.randint(4, (6,)), 0.3, 0.1
+    onehot = lambda t: F.one_hot(t, 4).float()  # noqa: E731
+    target = (1 - eps) * (lam * onehot(y) + (1 - lam) * onehot(y2)) + eps / 4  # one smoothing of the mixture
+    expected = -(target * logits.log_softmax(-1)).sum(-1).mean()
+    torch.testing.assert_close(mixed_loss(logits, y, y2, lam, eps), expected)
+
+
+def test_ema_follows_weights_and_batchnorm_buffers():
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+    ema = build_ema(model, 0.9)
+    expected = None
+    for _ in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)
+        model(torch.randn(8, 3))  # moves the BatchNorm running stats
+        ema.update_parameters(model)
+        current = [p.detach().clone() for p in model.parameters()]  # the average starts at the first update
+        expected = current if expected is None else [0.9 * e + 0.1 * p for e, p in zip(expected, current)]
+    for e, p in zip(expected, ema.module.parameters()):
+        torch.testing.assert_close(p, e)
+    assert not torch.equal(ema.module[1].running_mean, torch.zeros(3))  # buffers are averaged too (use_buffers)
+    assert build_ema(model, 0.0) is None
+
+
+def test_mixup_cutmix_ema_in_the_loop(train):
+    summary, run_dir = train(*fast("regularization=cutmix", "regularization.mixup_alpha=0.2",
+                                   "regularization.ema_decay=0.9", "data.batch_size=33"))
+    assert summary["status"] == "completed"
+    assert {"val_acc_ema", "val_loss_ema"} <= set(summary["final"])
+
+
+def test_mixup_on_tokens_is_a_clear_error(train):
+    with pytest.raises(ConfigError, match="this dataset gives tokens"):
+        train(*fast("regularization=mixup", "data=modular_addition"))
+
+
+def test_early_stopping_stops_when_the_objective_stalls(train):
+    summary, _ = train(*fast("regularization=early_stopping", "regularization.early_stopping=2",
+                             "trainer.max_steps=3000", "trainer.eval_every=10"))
+    assert summary["status"] == "completed" and summary["steps"] < 3000
+    assert summary["stopped_early"] - summary["best"]["val_acc_step"] == 20  # 2 evaluations without a better one
+
+
+def test_bf16_trains_on_cpu_and_fp16_refuses_clearly(train):
+    summary, _ = train(*fast("precision=bf16"))
+    assert summary["status"] == "completed"
+    with pytest.raises(ConfigError, match="precision=fp16 needs a CUDA GPU"):
+        build_precision({"name": "fp16", "init_scale": 2.0 ** 16}, torch.device("cpu"))

@@ -1,0 +1,46 @@
+"""`trainlab list [GROUP] [--markdown]`: every option of every group, its one-line description and its settings.
+
+Read from the YAML files in conf/ (the description is the comment on the `name:` line), so it never goes stale.
+"""
+import argparse
+import re
+
+from trainlab.config import CONF_DIR, GROUPS, options
+
+
+def describe(group, option):
+    """The comment on the option's `name:` line (or its first commented line)."""
+    lines = (CONF_DIR / group / f"{option}.yaml").read_text().splitlines()
+    comments = [line.split("#", 1)[1].strip() for line in lines if "#" in line and not line.lstrip().startswith("-")]
+    named = [line.split("#", 1)[1].strip() for line in lines if line.startswith("name:") and "#" in line]
+    return (named or comments or [""])[0]  # trainer/default.yaml and experiments: their first comment
+
+
+def rows(groups):
+    for group in groups:
+        for option, node in options(group).items():
+            settings = " ".join(f"{k}={v}".replace(" ", "") for k, v in node.items() if k != "name")
+            yield group, option, describe(group, option), settings
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog="trainlab list", description=__doc__.splitlines()[0])
+    parser.add_argument("group", nargs="?", choices=GROUPS + ("experiment",), help="only this group")
+    parser.add_argument("--markdown", action="store_true", help="a Markdown table (the README's)")
+    args = parser.parse_args(argv)
+    selected = [args.group] if args.group else list(GROUPS) + ["experiment"]
+    if args.markdown:
+        print("| group | option | what it is | settings (defaults) |\n|---|---|---|---|")
+        for group, option, what, settings in rows(selected):
+            what, settings = what.replace("|", "/"), re.sub(r"(\S+=\S+)", r"`\1`", settings)
+            print(f"| `{group}` | `{option}` | {what} | {settings} |")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("group", "option", "what it is", "settings (defaults)", title="trainlab options: group=option, "
+                  "group.key=value", title_justify="left")
+    for group, option, what, settings in rows(selected):
+        table.add_row(group, f"[cyan]{option}[/]", what, settings)
+    Console().print(table)
+    return 0

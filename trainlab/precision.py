@@ -1,0 +1,22 @@
+"""Mixed precision: PRECISIONS maps precision.name to the autocast dtype (None = fp32).
+
+`autocast, scaler = build_precision(node, device)`; fp16 gets a GradScaler, the loop unscales before the grad
+norm and clipping. bf16 has fp32's exponent range and needs no scaler. A disabled scaler passes everything through.
+"""
+import torch
+
+from trainlab.config import ConfigError
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build_precision(node, device):
+    """Return (autocast context factory, GradScaler) for precision.name on device."""
+    name = node["name"]
+    if name == "fp16" and device.type != "cuda":
+        raise ConfigError(f"precision=fp16 needs a CUDA GPU (device is {device.type}); "
+                          "use precision=bf16 (autocast on CPU) or precision=fp32")
+    dtype = PRECISIONS[name]
+    scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16",
+                                  **({"init_scale": node["init_scale"]} if name == "fp16" else {}))
+    return (lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)), scaler
