@@ -3,6 +3,7 @@
     trainlab [overrides]          one run          trainlab -m [sweeps]      a multirun
     trainlab list [group]         every option     trainlab compare DIR      rank runs of a sweep
     trainlab doctor RUN_DIR       diagnose a finished or crashed run
+    trainlab search --trials N 'optimizer.lr=loguniform(1e-4,1e-1)' ...   Optuna TPE/random search
 
 Config errors are checked before torch is imported and printed as one message with exit code 2.
 """
@@ -79,10 +80,12 @@ def task(cfg):
 
 def main():
     command = sys.argv[1] if len(sys.argv) > 1 else ""
-    if command in ("list", "compare", "doctor"):
+    subcommands = {"list": "trainlab.catalog", "compare": "trainlab.compare", "doctor": "trainlab.doctor",
+                   "search": "trainlab.search"}
+    if command in subcommands:
         from importlib import import_module
 
-        module = {"list": "trainlab.catalog", "compare": "trainlab.compare", "doctor": "trainlab.doctor"}[command]
+        module = subcommands[command]
         sys.exit(import_module(module).main(sys.argv[2:]))
     try:
         check_overrides(sys.argv[1:])
