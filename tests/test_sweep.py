@@ -71,3 +71,10 @@ def test_two_sweeps_started_together_get_distinct_directories(tmp_path):
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     assert len(list(tmp_path.glob("outputs/multirun/*/*/*/summary.json"))) == 2
     assert len(list(tmp_path.glob("outputs/multirun/*/*"))) == 2
+
+
+def test_slurm_launcher_preset_composes(tmp_path):
+    result = cli("hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "SlurmLauncher" in result.stdout and "cpus_per_task: 4" in result.stdout
+    assert "partition: gpu" in result.stdout

@@ -29,7 +29,7 @@ def _parallel_jobs(hc):
     from hydra.types import RunMode
 
     n_jobs = hc.launcher.get("n_jobs", 1) if hc.mode == RunMode.MULTIRUN else 1
-    return (os.cpu_count() or 1) if n_jobs in (None, -1) else max(1, n_jobs)
+    return (os.cpu_count() or 1) if n_jobs in (None, -1) else max(1, n_jobs)  # joblib's -1 = all cores
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")  # absolute: works from any cwd

@@ -27,6 +27,11 @@ from trainlab.regularization import build_ema, check_mixing, mix, mixed_loss
 from trainlab.schedules import build_schedule
 
 
+def usable_cores():
+    """Cores this process may use: a SLURM allocation or taskset, not the whole machine."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def resolve_device(name):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -60,7 +65,7 @@ def run(cfg, run_dir, parallel_jobs=1):
     """Train one configuration; return the summary (also written to run_dir/summary.json)."""
     t_start = time.perf_counter()
     tr, reg = cfg["trainer"], cfg["regularization"]
-    threads = tr["threads"] or max(1, (os.cpu_count() or 1) // parallel_jobs)  # never oversubscribe the cores
+    threads = tr["threads"] or max(1, usable_cores() // parallel_jobs)  # never oversubscribe the cores
     torch.set_num_threads(threads)  # per job: Hydra's basic launcher runs every job in one process
     device = resolve_device(tr["device"])
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
