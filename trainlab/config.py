@@ -20,6 +20,8 @@ CHOICES = {
     "trainer.objective": ("val_acc", "val_loss"),
     "init.distribution": ("normal", "uniform"),
     "init.mode": ("fan_in", "fan_out"),
+    "schedule.decay_shape": ("linear", "1-sqrt"),
+    "optimizer.adjust_lr_fn": ("original", "match_rms_adamw"),
 }
 
 # key -> (test, what is accepted); a key's rule applies in every group that has it
@@ -32,7 +34,11 @@ RULES = {
     "momentum": _unit, "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
     "dropout": _unit, "label_smoothing": _unit, "drop_path": _unit, "ema_decay": _unit,
     "mixup_alpha": (lambda v: v >= 0, "a number >= 0 (0 = off)"), "cutmix_alpha": (lambda v: v >= 0, "a number >= 0"),
-    "early_stopping": (lambda v: v >= 0, "an integer >= 0 (0 = off)"), "init_scale": _positive, "final_lr_frac": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "early_stopping": (lambda v: v >= 0, "an integer >= 0 (0 = off)"), "init_scale": _positive,
+    "groups": _count, "std": _positive, "base_width": _count,
+    "rho": _positive, "adamw_lr": _positive, "d": _positive, "hessian_every": _count, "ns_steps": _count,
+    "alpha": _unit, "beta2_decay": (lambda v: v <= 0, "a number <= 0 (e.g. -0.8)"),
+    "momentum_decay": (lambda v: v >= 0, "a number >= 0"), "final_lr_frac": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "gamma": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "val_fraction": (lambda v: 0 < v < 1, "a number in (0, 1)"),
     "batch_size": _count, "max_steps": _count, "train_steps": _count, "eval_every": _count, "log_every": _count, "step_size": _count,
@@ -40,7 +46,12 @@ RULES = {
     "n_heads": _count, "d_ff": _count, "num_samples": _count, "num_features": _count,
     "num_classes": (lambda v: v >= 2, "an integer >= 2"), "p": (lambda v: v >= 2, "an integer >= 2"),
     "threads": (lambda v: v >= 0, "an integer >= 0 (0 = automatic)"),
-    "warmup_steps": (lambda v: v >= 1, "an integer >= 1"), "difficulty": _positive,
+    "warmup_steps": (lambda v: v >= 0, "an integer >= 0 (0 = no warmup)"), "difficulty": _positive,
+    "pct_start": (lambda v: 0 < v < 1, "a number in (0, 1)"),
+    "div_factor": (lambda v: v >= 1, "a number >= 1"), "final_div_factor": (lambda v: v >= 1, "a number >= 1"),
+    "cycle_steps": _count, "cycle_mult": _count,  # torch needs an integer T_mult >= 1
+    "min_lr_frac": _unit, "power": _positive, "clipping": _positive,
+    "decay_frac": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
 }
 
 
@@ -171,6 +182,13 @@ def _check_relations(cfg):
     warmup = cfg["schedule"].get("warmup_steps")
     if warmup is not None and warmup >= steps:
         raise ConfigError(f"schedule.warmup_steps={warmup}: must be < trainer.max_steps={steps}")
+    sched = cfg["schedule"]
+    if sched["name"] == "wsd" and sched["warmup_steps"] + round(sched["decay_frac"] * steps) > steps:
+        raise ConfigError(f"schedule.warmup_steps={sched['warmup_steps']} runs into the cooldown (the last "
+                          f"schedule.decay_frac={sched['decay_frac']} of trainer.max_steps={steps}); lower one of them")
+    if cfg["init"]["name"] == "mup" and cfg["optimizer"]["name"] in ("sgd", "momentum", "nesterov", "muon"):
+        raise ConfigError(f"init=mup sets Adam-type per-layer learning rates; optimizer={cfg['optimizer']['name']} "
+                          "needs other rules. Use optimizer=adamw (or adam, lion, ...) or init=he")
     model = cfg["model"]
     if model["name"] == "transformer" and model["d_model"] % model["n_heads"]:
         raise ConfigError(f"model.n_heads={model['n_heads']}: must divide model.d_model={model['d_model']}")

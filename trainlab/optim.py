@@ -1,20 +1,30 @@
-"""Optimizers: OPTIMIZERS maps optimizer.name to a function `(param_groups, **yaml keys) -> torch.optim.X`.
+"""Optimizers: OPTIMIZERS maps optimizer.name to a function `(param_groups, **yaml keys) -> torch.optim.Optimizer`.
 
-`build_optimizer(node, model)` makes the param groups (weight decay only on matrices, timm's rule) and
-stores each group's starting lr as `base_lr`. Adding one = one YAML file + one function + one dict line.
+`build_optimizer(node, model)` makes the param groups (weight decay only on matrices, timm's rule; one group per
+lr_scale), sets each group's lr to its optimizer lr times lr_scale and stores it as `base_lr`. Adding one = one
+YAML file + one function + one dict line. Lion, SophiaG and MuonAdamW (muon.py) are ours; the rest is torch's.
 """
 import torch
 
+from trainlab.lion import Lion
+from trainlab.muon import MuonAdamW, split_hidden
+from trainlab.sophia import SophiaG
+
 
 def param_groups(model, weight_decay):
-    """Two groups: ndim >= 2 weights decay; biases, norm weights and other vectors do not. Tied params once."""
-    decay, no_decay, seen = [], [], set()
-    for p in model.parameters():
-        if not p.requires_grad or id(p) in seen:
+    """One group per (decays?, lr_scale): ndim >= 2 weights decay; biases, norm weights, vectors do not.
+
+    Params are (name, tensor) pairs (torch keeps the names as group["param_names"]); tied params appear once.
+    A parameter's optional `lr_scale` attribute (set by muP or layer-wise decay) becomes its group's lr_scale."""
+    groups = {}
+    for name, p in model.named_parameters():  # remove_duplicate=True: a tied tensor under its first name only
+        if not p.requires_grad:
             continue
-        seen.add(id(p))
-        (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decay, scale = p.ndim >= 2, float(getattr(p, "lr_scale", 1.0))
+        group = groups.setdefault((decay, scale), {"params": [], "weight_decay": weight_decay if decay else 0.0,
+                                                   "lr_scale": scale})
+        group["params"].append((name, p))
+    return list(groups.values())
 
 
 def sgd(groups, lr):
@@ -37,7 +47,41 @@ def adamw(groups, lr, betas, eps):
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
 
 
-OPTIMIZERS = {"sgd": sgd, "momentum": momentum, "nesterov": nesterov, "adam": adam, "adamw": adamw}
+def rmsprop(groups, lr, alpha, eps, momentum, centered):
+    return torch.optim.RMSprop(groups, lr=lr, alpha=alpha, eps=eps, momentum=momentum, centered=centered)
+
+
+def radam(groups, lr, betas, eps, decoupled_weight_decay):
+    return torch.optim.RAdam(groups, lr=lr, betas=tuple(betas), eps=eps, decoupled_weight_decay=decoupled_weight_decay)
+
+
+def nadam(groups, lr, betas, eps, momentum_decay, decoupled_weight_decay):
+    return torch.optim.NAdam(groups, lr=lr, betas=tuple(betas), eps=eps, momentum_decay=momentum_decay,
+                             decoupled_weight_decay=decoupled_weight_decay)
+
+
+def adafactor(groups, lr, beta2_decay, eps, d):
+    return torch.optim.Adafactor(groups, lr=lr, beta2_decay=beta2_decay, eps=(None, eps), d=d)  # eps1: dtype's eps
+
+
+def lion(groups, lr, betas):
+    return Lion(groups, lr=lr, betas=betas)
+
+
+def sophia(groups, lr, betas, rho, eps, hessian_every):
+    return SophiaG(groups, lr=lr, betas=betas, rho=rho, eps=eps, hessian_every=hessian_every)
+
+
+def muon(groups, lr, momentum, nesterov, ns_steps, adjust_lr_fn, adamw_lr, betas, eps):
+    hidden, rest = split_hidden(groups)
+    return MuonAdamW(hidden, rest, {"lr": lr, "momentum": momentum, "nesterov": nesterov, "ns_steps": ns_steps,
+                                    "adjust_lr_fn": adjust_lr_fn},
+                     {"lr": adamw_lr, "betas": tuple(betas), "eps": eps})
+
+
+OPTIMIZERS = {"sgd": sgd, "momentum": momentum, "nesterov": nesterov, "adam": adam, "adamw": adamw,
+              "rmsprop": rmsprop, "radam": radam, "nadam": nadam, "adafactor": adafactor, "lion": lion,
+              "sophia": sophia, "muon": muon}
 
 
 def build_optimizer(node, model):
@@ -45,5 +89,6 @@ def build_optimizer(node, model):
     kwargs = {k: v for k, v in node.items() if k not in ("name", "weight_decay")}
     opt = OPTIMIZERS[node["name"]](param_groups(model, node["weight_decay"]), **kwargs)
     for group in opt.param_groups:
-        group["base_lr"] = group["lr"]  # per-group scales survive: schedules multiply this, never a global lr
+        group["lr"] *= group["lr_scale"]  # the optimizer's lr (muon: Muon's or AdamW's) times this group's scale
+        group["base_lr"] = group["lr"]  # schedules multiply each group's own lr, never one global value
     return opt

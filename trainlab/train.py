@@ -95,6 +95,8 @@ def run(cfg, run_dir, parallel_jobs=1):
         with progress:
             for step in range(tr["max_steps"]):
                 x, y = batch_at(step, x_train, y_train, cfg["data"]["batch_size"], tr["seed"])
+                if hasattr(opt, "refresh_hessian") and step % opt.hessian_every == 0:
+                    opt.refresh_hessian(model, x)  # Sophia: Gauss-Newton-Bartlett estimate, before the update
                 if mixing:
                     x, y, y2, lam = mix(x, y, reg["mixup_alpha"], reg["cutmix_alpha"], meta.get("image_shape"))
                 with autocast():
@@ -114,8 +116,6 @@ def run(cfg, run_dir, parallel_jobs=1):
                 schedule.step()  # once per optimizer update
                 if ema is not None:
                     ema.update_parameters(model)
-                if hasattr(opt, "refresh_hessian") and step % opt.hessian_every == 0:
-                    opt.refresh_hessian(model, x)  # Sophia: Gauss-Newton-Bartlett estimate on this batch
 
                 row = {}
                 if log_now:  # .item() syncs a GPU: only at the log interval

@@ -1,0 +1,126 @@
+"""Norm layers against torch's modules and the published formulas; every NORMS entry in both models."""
+import pytest
+import torch
+from torch import nn
+
+from trainlab.config import ConfigError, options
+from trainlab.models import MLP, Transformer
+from trainlab.norms import NORMS, BatchNorm, build_norm
+
+
+def randomize_affine(layer):
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 1.5)
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.uniform_(-0.5, 0.5)
+    return layer
+
+
+def test_batchnorm_over_tokens_matches_flattened_batchnorm():
+    x = torch.randn(4, 6, 8)
+    ours, ref = BatchNorm(8), nn.BatchNorm1d(8)
+    torch.testing.assert_close(ours(x), ref(x.reshape(-1, 8)).reshape(4, 6, 8))
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+
+
+@pytest.mark.parametrize("shape", [(5, 16), (3, 7, 16)])
+def test_rmsnorm_matches_its_definition(shape):
+    torch.manual_seed(0)
+    x = torch.randn(shape) * 3 + 1
+    layer = randomize_affine(build_norm({"name": "rmsnorm", "eps": 1e-6})(16))
+    expected = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * layer.weight  # Zhang & Sennrich 2019, eq. 4
+    torch.testing.assert_close(layer(x), expected)
+
+
+@pytest.mark.parametrize("shape", [(5, 16), (3, 7, 16)])
+def test_layernorm_matches_its_definition(shape):
+    torch.manual_seed(0)
+    x = torch.randn(shape) * 3 + 1
+    layer = randomize_affine(build_norm({"name": "layernorm", "eps": 1e-5})(16))
+    mean, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+    torch.testing.assert_close(layer(x), (x - mean) / torch.sqrt(var + 1e-5) * layer.weight + layer.bias)
+
+
+def test_groupnorm_per_token_matches_torch_groupnorm():
+    torch.manual_seed(0)
+    x = torch.randn(3, 7, 16) * 2 + 1
+    ours = randomize_affine(build_norm({"name": "groupnorm", "groups": 4, "eps": 1e-5})(16))
+    ref = nn.GroupNorm(4, 16, eps=1e-5)
+    ref.load_state_dict(ours.state_dict())
+    torch.testing.assert_close(ours(x), ref(x.reshape(21, 16)).reshape(3, 7, 16))  # each token is a sample
+    torch.testing.assert_close(ours(x[:, 0]), ref(x[:, 0]))  # (N, C) features
+    group = x[1, 2, 4:8]  # token (1, 2), second group of 4 channels, by hand
+    by_hand = (group - group.mean()) / torch.sqrt(group.var(unbiased=False) + 1e-5) * ours.weight[4:8] + ours.bias[4:8]
+    torch.testing.assert_close(ours(x)[1, 2, 4:8], by_hand)
+
+
+def test_groupnorm_with_one_group_is_layernorm():
+    x = torch.randn(3, 7, 16)
+    one = build_norm({"name": "groupnorm", "groups": 1, "eps": 1e-5})(16)
+    torch.testing.assert_close(one(x), nn.LayerNorm(16, eps=1e-5)(x))
+
+
+def test_instancenorm_over_tokens_matches_torch_instancenorm():
+    torch.manual_seed(0)
+    x = torch.randn(3, 7, 16) * 2 + 1
+    ours = randomize_affine(build_norm({"name": "instancenorm", "eps": 1e-5})(16))
+    ref = nn.InstanceNorm1d(16, eps=1e-5, affine=True)
+    ref.load_state_dict(ours.state_dict())
+    torch.testing.assert_close(ours(x), ref(x.transpose(1, 2)).transpose(1, 2))  # (N, C, T): channel over T
+    ours.eval()
+    torch.testing.assert_close(ours(x), ref(x.transpose(1, 2)).transpose(1, 2))  # no running stats: same in eval
+    assert ours(x).mean(1).sub(ours.bias).abs().max() < 1e-5  # each channel centred over its sequence
+
+
+@pytest.mark.parametrize("shape", [(5, 16), (5, 1, 16)])
+def test_instancenorm_on_a_single_position_is_layernorm(shape):
+    torch.manual_seed(0)
+    x = torch.randn(shape) * 2 + 1
+    ours = randomize_affine(build_norm({"name": "instancenorm", "eps": 1e-5})(16))
+    ref = nn.LayerNorm(16, eps=1e-5)
+    ref.load_state_dict(ours.state_dict())
+    torch.testing.assert_close(ours(x), ref(x))
+
+
+@pytest.mark.parametrize("groups,width,valid", [(8, 12, "1, 2, 3, 4, 6"), (12, 12, "1, 2, 3, 4, 6"), (0, 6, "1, 2, 3")])
+def test_groupnorm_groups_must_divide_the_width(groups, width, valid):
+    norm_fn = build_norm({"name": "groupnorm", "groups": groups, "eps": 1e-5})
+    with pytest.raises(ConfigError) as err:
+        MLP(4, 3, depth=1, width=width, activation="relu", norm_fn=norm_fn, dropout=0.0)
+    assert f"norm.groups={groups}" in str(err.value) and f"width {width}" in str(err.value)
+    assert str(err.value).endswith(f"valid for {width}: {valid}")
+
+
+def count_calls(norm_fn):
+    calls = []
+    return (lambda dim: calls.append(dim) or norm_fn(dim)), calls
+
+
+@pytest.mark.parametrize("name", list(NORMS))
+def test_every_norm_trains_in_the_mlp(name):
+    torch.manual_seed(0)
+    norm_fn, calls = count_calls(build_norm(options("norm")[name]))
+    model = MLP(10, 3, depth=3, width=32, activation="relu", norm_fn=norm_fn, dropout=0.0)
+    assert calls == [32, 32, 32]
+    x, y = torch.randn(16, 10), torch.randint(3, (16,))
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval()
+    assert model(x[:1]).shape == (1, 3)  # eval works on a single sample (batchnorm uses running stats)
+
+
+@pytest.mark.parametrize("norm_position", ["pre", "post"])
+@pytest.mark.parametrize("name", list(NORMS))
+def test_every_norm_trains_in_the_transformer(name, norm_position):
+    torch.manual_seed(0)
+    norm_fn, calls = count_calls(build_norm(options("norm")[name]))
+    model = Transformer(5, 3, n_layers=2, d_model=32, n_heads=4, d_ff=64, activation="gelu",
+                        norm_position=norm_position, causal=True, norm_fn=norm_fn, dropout=0.0, vocab_size=9)
+    assert len(calls) == (5 if norm_position == "pre" else 4)  # 2 per block, + the final norm for pre-LN
+    x, y = torch.randint(9, (16, 5)), torch.randint(3, (16,))
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.eval()
+    assert model(x[:1]).shape == (1, 3)
