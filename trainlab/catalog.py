@@ -5,21 +5,27 @@ Read from the YAML files in conf/ (the description is the comment on the `name:`
 import argparse
 import re
 
+from omegaconf import OmegaConf
+
 from trainlab.config import CONF_DIR, GROUPS, options
 
 
 def describe(group, option):
     """The comment on the option's `name:` line (or its first commented line)."""
     lines = (CONF_DIR / group / f"{option}.yaml").read_text().splitlines()
-    comments = [line.split("#", 1)[1].strip() for line in lines if "#" in line and not line.lstrip().startswith("-")]
+    comments = [line.split("#", 1)[1].strip() for line in lines
+                if "#" in line and not line.lstrip().startswith("-") and "@package" not in line]
     named = [line.split("#", 1)[1].strip() for line in lines if line.startswith("name:") and "#" in line]
     return (named or comments or [""])[0]  # trainer/default.yaml and experiments: their first comment
 
 
 def rows(groups):
+    """(group, option, description, settings) per option; an option built on a sibling shows only what it sets."""
     for group in groups:
         for option, node in options(group).items():
-            settings = " ".join(f"{k}={v}".replace(" ", "") for k, v in node.items() if k != "name")
+            own = OmegaConf.load(CONF_DIR / group / f"{option}.yaml")
+            settings = " ".join(f"{k}={v}".replace(" ", "") for k, v in node.items()
+                                if k != "name" and (k in own or "defaults" not in own))
             yield group, option, describe(group, option), settings
 
 
@@ -32,7 +38,7 @@ def main(argv):
     if args.markdown:
         print("| group | option | what it is | settings (defaults) |\n|---|---|---|---|")
         for group, option, what, settings in rows(selected):
-            what, settings = what.replace("|", "/"), re.sub(r"(\S+=\S+)", r"`\1`", settings)
+            what, settings = what.replace("|", "\\|"), re.sub(r"(\S+=\S+)", r"`\1`", settings)
             print(f"| `{group}` | `{option}` | {what} | {settings} |")
         return 0
     from rich.console import Console
