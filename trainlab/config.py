@@ -38,7 +38,9 @@ RULES = {
     "groups": _count, "std": _positive, "base_width": _count,
     "rho": _positive, "adamw_lr": _positive, "d": _positive, "hessian_every": _count, "ns_steps": _count,
     "alpha": _unit, "beta2_decay": (lambda v: v <= 0, "a number <= 0 (e.g. -0.8)"),
-    "momentum_decay": (lambda v: v >= 0, "a number >= 0"), "final_lr_frac": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "momentum_decay": (lambda v: v >= 0, "a number >= 0"),
+    "limit": (lambda v: v >= 0, "an integer >= 0 (0 = all)"), "context": _count, "stride": _count,
+    "num_pairs": _count, "num_keys": _count, "num_values": (lambda v: v >= 2, "an integer >= 2"), "final_lr_frac": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "gamma": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "val_fraction": (lambda v: 0 < v < 1, "a number in (0, 1)"),
     "batch_size": _count, "max_steps": _count, "train_steps": _count, "eval_every": _count, "log_every": _count, "step_size": _count,
@@ -189,6 +191,10 @@ def _check_relations(cfg):
     if cfg["init"]["name"] == "mup" and cfg["optimizer"]["name"] in ("sgd", "momentum", "nesterov", "muon"):
         raise ConfigError(f"init=mup sets Adam-type per-layer learning rates; optimizer={cfg['optimizer']['name']} "
                           "needs other rules. Use optimizer=adamw (or adam, lion, ...) or init=he")
+    data = cfg["data"]
+    if "num_pairs" in data and data["num_keys"] < data["num_pairs"]:
+        raise ConfigError(f"data.num_keys={data['num_keys']}: must be >= data.num_pairs={data['num_pairs']} "
+                          "(keys are distinct)")
     model = cfg["model"]
     if model["name"] == "transformer" and model["d_model"] % model["n_heads"]:
         raise ConfigError(f"model.n_heads={model['n_heads']}: must divide model.d_model={model['d_model']}")
