@@ -54,3 +54,21 @@ def test_help_lists_groups(tmp_path):
     assert result.returncode == 0
     for group in ("optimizer", "schedule", "norm", "init", "clip", "regularization"):
         assert group in result.stdout
+
+
+def test_readme_lists_every_option(capsys):
+    """The README's options table is `trainlab list --markdown`: a new option file must be documented."""
+    from trainlab.catalog import main
+    from trainlab.config import CONF_DIR
+
+    assert main(["--markdown"]) == 0
+    table = capsys.readouterr().out
+    assert table.count("\n") > 60
+    assert table in (CONF_DIR.parent / "README.md").read_text()
+
+
+def test_list_one_group(tmp_path):
+    result = cli("list", "optimizer", cwd=tmp_path)
+    assert result.returncode == 0
+    for option in ("sgd", "lion", "sophia", "muon", "adafactor"):
+        assert option in result.stdout

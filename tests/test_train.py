@@ -64,9 +64,13 @@ def test_divergence_is_reported_not_raised(train):
     summary, run_dir = train("optimizer=sgd", "optimizer.lr=1e6", "clip=none", "schedule=constant",
                              "trainer.max_steps=50", "trainer.log_every=1", "trainer.progress=false")
     assert summary["status"] == "diverged"
-    assert summary["steps"] < 50
-    last = read_jsonl(run_dir / "metrics.jsonl")[-1]
-    assert last["train_loss"] is None  # NaN is written as null: metrics.jsonl stays strict JSON
+    found = json.loads((run_dir / "diagnosis.json").read_text())[0]
+    assert found["kind"] == "nonfinite" and found["severity"] == "error"
+    assert summary["steps"] == found["step"] < 50  # the non-finite update was never applied
+    assert "optimizer.lr=1e+05" in found["fixes"] and "clip=norm" in found["fixes"]
+    assert {"kind": "nonfinite", "severity": "error", "step": found["step"], "where": found["where"]} in \
+        summary["diagnoses"]
+    read_jsonl(run_dir / "metrics.jsonl")  # still strict JSON
 
 
 def test_clip_norm_bounds_the_update_and_logs_the_preclip_norm(train):

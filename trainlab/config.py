@@ -11,13 +11,15 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("trainer", "model", "data", "optimizer", "schedule", "norm", "init", "clip", "regularization", "precision")
+GROUPS = ("trainer", "model", "data", "optimizer", "schedule", "norm", "init", "clip", "regularization", "precision",
+          "doctor")
 
 CHOICES = {
     "model.activation": ("relu", "gelu", "tanh"),
     "model.norm_position": ("pre", "post"),
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.objective": ("val_acc", "val_loss"),
+    "trainer.on_nonfinite": ("stop", "skip", "rollback"),
     "init.distribution": ("normal", "uniform"),
     "init.mode": ("fan_in", "fan_out"),
     "schedule.decay_shape": ("linear", "1-sqrt"),
@@ -36,6 +38,12 @@ RULES = {
     "mixup_alpha": (lambda v: v >= 0, "a number >= 0 (0 = off)"), "cutmix_alpha": (lambda v: v >= 0, "a number >= 0"),
     "early_stopping": (lambda v: v >= 0, "an integer >= 0 (0 = off)"), "init_scale": _positive,
     "groups": _count, "std": _positive, "base_width": _count,
+    "health_every": (lambda v: v >= 0, "an integer >= 0 (0 = never)"), "small_batch": _count, "high_lr": _positive,
+    "window": (lambda v: v >= 3, "an integer >= 3"), "spike_z": _positive, "spike_min": (lambda v: v >= 0, ">= 0"),
+    "spike_repeat": _count, "plateau_frac": (lambda v: 0 < v <= 1, "a number in (0, 1]"), "plateau_rel": _positive,
+    "plateau_high": (lambda v: v >= 0, "a number >= 0"), "plateau_update": _positive, "overfit_evals": _count,
+    "overfit_rise": _positive, "overfit_gap": _positive, "vanish": _positive, "explode": _positive,
+    "dead": (lambda v: 0 < v <= 1, "a number in (0, 1]"), "saturated": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "rho": _positive, "adamw_lr": _positive, "d": _positive, "hessian_every": _count, "ns_steps": _count,
     "alpha": _unit, "beta2_decay": (lambda v: v <= 0, "a number <= 0 (e.g. -0.8)"),
     "momentum_decay": (lambda v: v >= 0, "a number >= 0"),

@@ -9,7 +9,8 @@ console = Console()
 def print_config(cfg, run_dir, threads, device):
     table = Table(title=f"trainlab run -> {run_dir}", title_justify="left", show_header=False, box=None)
     for group, node in cfg.items():
-        settings = "  ".join(f"{k}={v}" for k, v in node.items() if k != "name")
+        shown = node.items() if group != "doctor" else []  # its thresholds: `trainlab --cfg job` shows them
+        settings = "  ".join(f"{k}={v}" for k, v in shown if k != "name")
         table.add_row(f"[bold]{group}[/]", f"[cyan]{node.get('name', '')}[/]", settings)
     console.print(table)
     console.print(f"device={device}  torch threads={threads}")

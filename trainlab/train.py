@@ -5,6 +5,7 @@
 Writes metrics.jsonl, summary.json, config.yaml and TensorBoard events into run_dir. The loop state is explicit:
 the step (the data position is a pure function of it, data.batch_at), the model, optimizer and schedule.
 """
+import copy
 import math
 import os
 import time
@@ -17,6 +18,7 @@ from trainlab import console
 from trainlab.clip import build_clip
 from trainlab.config import ConfigError
 from trainlab.data import batch_at, build_data
+from trainlab.doctor import WATCH_KEYS, brief, config_smells, confirmed, new_watch, observe, print_brief, report
 from trainlab.inits import build_init
 from trainlab.metrics import finite_or_none, log_hparams, log_row, open_writer, write_json
 from trainlab.models import build_model
@@ -25,6 +27,7 @@ from trainlab.optim import build_optimizer
 from trainlab.precision import build_precision
 from trainlab.regularization import build_ema, check_mixing, mix, mixed_loss
 from trainlab.schedules import build_schedule
+from trainlab.signals import finite, locate_nonfinite, signal_health, snapshot, update_ratio
 
 
 def usable_cores():
@@ -61,10 +64,25 @@ def update_best(best, row, step):
             best[key], best[f"{key}_step"] = row[key], step
 
 
+def keep_good(model, opt):
+    """An in-memory copy of the last good model and optimizer state, for trainer.on_nonfinite=rollback."""
+    return copy.deepcopy({"model": model.state_dict(), "opt": opt.state_dict()})
+
+
+def rollback(good, model, opt, schedule, lr_cut=0.1):
+    """Restore the last good state and cut every group's lr (the schedule keeps running from this step)."""
+    model.load_state_dict(good["model"])
+    opt.load_state_dict(good["opt"])
+    schedule.base_lrs = [lr * lr_cut for lr in schedule.base_lrs]
+    for group in opt.param_groups:
+        group["lr"] *= lr_cut
+    opt.zero_grad(set_to_none=True)
+
+
 def run(cfg, run_dir, parallel_jobs=1):
     """Train one configuration; return the summary (also written to run_dir/summary.json)."""
     t_start = time.perf_counter()
-    tr, reg = cfg["trainer"], cfg["regularization"]
+    tr, reg, doc = cfg["trainer"], cfg["regularization"], cfg["doctor"]
     threads = tr["threads"] or max(1, usable_cores() // parallel_jobs)  # never oversubscribe the cores
     torch.set_num_threads(threads)  # per job: Hydra's basic launcher runs every job in one process
     device = resolve_device(tr["device"])
@@ -85,9 +103,17 @@ def run(cfg, run_dir, parallel_jobs=1):
     mixing = reg["mixup_alpha"] > 0 or reg["cutmix_alpha"] > 0
     params = [p for p in model.parameters() if p.requires_grad]
     writer, jsonl = open_writer(run_dir), open(run_dir / "metrics.jsonl", "w")
+    watching = doc["name"] != "off"
+    watch = new_watch(cfg, **{k: doc[k] for k in WATCH_KEYS})
+    diagnoses = report(config_smells(cfg, doc["small_batch"], doc["high_lr"]) if watching else [], run_dir, writer,
+                       console.console)
+    health = dict(vanish=doc["vanish"], explode=doc["explode"], dead=doc["dead"], saturated=doc["saturated"])
+    plain_loss = F.cross_entropy  # what the doctor's extra passes measure
+    policy, nonfinite = tr["on_nonfinite"], {"skipped": 0, "rollbacks": 0}
+    good = keep_good(model, opt) if policy == "rollback" else None
 
     # --- train
-    status, error, step, stopped_early, last, best = "completed", None, -1, None, {}, {}
+    status, error, done, stopped_early, last, best = "completed", None, 0, None, {}, {}
     last_step, objective = tr["max_steps"] - 1, tr["objective"]
     progress = console.progress(tr["max_steps"], enabled=tr["progress"])
     t_loop = time.perf_counter()
@@ -109,11 +135,32 @@ def run(cfg, run_dir, parallel_jobs=1):
                 scaler.unscale_(opt)  # fp16: true gradients before the grad norm and clipping (no-op otherwise)
                 log_now = step % tr["log_every"] == 0 or step == last_step
                 grad_norm, clipped = clip(log_now)  # pre-clip norm; measured only when logging
+                if watching and not finite(loss, grad_norm):  # before the update: never apply a NaN step
+                    if not nonfinite["skipped"] + nonfinite["rollbacks"]:  # explain the first one; count the rest
+                        found = locate_nonfinite(model, x, y, plain_loss, cfg, step)
+                        diagnoses += report([found], run_dir, writer, console.console)
+                    if policy == "stop":
+                        status = "diverged"
+                        break
+                    if policy == "rollback":
+                        rollback(good, model, opt, schedule)
+                    opt.zero_grad(set_to_none=True)
+                    scaler.update()
+                    nonfinite["skipped" if policy == "skip" else "rollbacks"] += 1
+                    schedule.step()
+                    done = step + 1
+                    continue
+                check_health = watching and doc["health_every"] and step % doc["health_every"] == 0
+                if check_health:  # one extra pass with hooks; nothing per step
+                    stats, found = signal_health(model, x, y, plain_loss, cfg, step, **health)
+                    diagnoses += report(confirmed(watch, found), run_dir, writer, console.console)
+                    before = snapshot(model)
                 lr = opt.param_groups[0]["lr"]  # the lr this update uses
                 scaler.step(opt)
                 scaler.update()
                 opt.zero_grad(set_to_none=True)
                 schedule.step()  # once per optimizer update
+                done = step + 1  # optimizer updates applied (a skipped or rolled-back step counts: the schedule moved)
                 if ema is not None:
                     ema.update_parameters(model)
 
@@ -121,6 +168,11 @@ def run(cfg, run_dir, parallel_jobs=1):
                 if log_now:  # .item() syncs a GPU: only at the log interval
                     row = {"train_loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(),
                            "clipped": float(clipped.item())}
+                if check_health:
+                    stats |= update_ratio(model, before)
+                    for tag, v in stats.items():
+                        writer.add_scalar(tag if tag.startswith("health/") else f"opt/{tag}", v, step)
+                    row["update_ratio"] = stats["update_ratio"]
                 if step % tr["eval_every"] == 0 or step == last_step:
                     row |= evaluate(model, x_val, y_val, autocast)
                     if ema is not None:
@@ -133,6 +185,10 @@ def run(cfg, run_dir, parallel_jobs=1):
                     if not math.isfinite(row.get("train_loss", 0.0)):
                         status = "diverged"  # the loss is NaN/inf: every later step would be too
                         break
+                    if watching:
+                        diagnoses += report(observe(watch, step, row), run_dir, writer, console.console)
+                    if good is not None and "val_loss" in row and math.isfinite(row["val_loss"]):
+                        good = keep_good(model, opt)  # at eval steps: the state to roll back to
                     patience = reg["early_stopping"] * tr["eval_every"]
                     if patience and "val_acc" in row and step - best[f"{objective}_step"] >= patience:
                         stopped_early = step  # no better objective for `early_stopping` evaluations
@@ -146,12 +202,13 @@ def run(cfg, run_dir, parallel_jobs=1):
     finally:
         t_end = time.perf_counter()
         summary = {
-            "status": status, "error": error, "steps": step + 1, "max_steps": tr["max_steps"],
+            "status": status, "error": error, "steps": done, "max_steps": tr["max_steps"],
             "stopped_early": stopped_early,
-            "wall_time_s": round(t_end - t_start, 3), "steps_per_s": round((step + 1) / (t_end - t_loop), 2),
+            "wall_time_s": round(t_end - t_start, 3), "steps_per_s": round(done / (t_end - t_loop), 2),
             "final": {k: finite_or_none(v) for k, v in last.items() if k.startswith(("train_loss", "val_"))},
             "best": best, "objective": {"name": objective, "value": finite_or_none(last.get(objective))},
             "device": str(device), "threads": threads, "num_params": sum(p.numel() for p in params),
+            "nonfinite": nonfinite, "diagnoses": brief(diagnoses),
         }
         write_json(run_dir / "summary.json", summary)
         hparams = {f"{g}.{k}": v for g in cfg if g != "trainer" for k, v in cfg[g].items()}
@@ -159,4 +216,5 @@ def run(cfg, run_dir, parallel_jobs=1):
         writer.close()
         jsonl.close()
         console.print_summary(summary, run_dir)
+        print_brief(diagnoses, console.console)
     return summary
