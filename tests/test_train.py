@@ -17,6 +17,7 @@ def test_default_run_reaches_95_percent_on_digits(train):
     assert summary["status"] == "completed" and summary["steps"] == 600
     assert summary["final"]["val_acc"] >= 0.95
     assert summary["objective"] == {"name": "val_acc", "value": summary["final"]["val_acc"]}
+    assert summary["diagnoses"] == []  # the doctor raises no false alarm on a healthy default run
 
 
 def test_run_files_hold_the_metrics(train):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from trainlab.fixes import clip_fix, command, lr_fix, regularize_fixes, warmup_fix, width_fix
+from trainlab.fixes import clip_fix, command, config_overrides, lr_fix, regularize_fixes, warmup_fix, width_fix
 from trainlab.metrics import finite_or_none, write_json
 
 KINDS = ("nonfinite", "spike", "plateau", "overfitting", "smell", "vanishing", "exploding", "dead_relu")
@@ -66,7 +66,7 @@ def config_smells(cfg, small_batch=16, high_lr=1e-3):
 # --- during the run: one watch per run, fed every metrics row
 def new_watch(cfg, window=20, spike_z=6.0, spike_min=0.1, spike_repeat=3, plateau_frac=0.3, plateau_rel=0.01,
               plateau_high=0.5, plateau_update=1e-5, overfit_evals=3, overfit_rise=0.1, overfit_gap=0.25):
-    """Running state for observe(). Thresholds (defaults = the proposed conf/doctor/default.yaml):
+    """Running state for observe(). Thresholds (the loop passes conf/doctor's; test_doctor keeps these equal):
 
     spike: robust z = (loss - median) / (1.4826 MAD) over the last `window` train-loss rows >= spike_z, and the
     excess >= spike_min x the first loss (batch noise near a converged loss of 0.01 is no spike); spike_repeat
@@ -186,17 +186,19 @@ def _overfit(watch, step, val_loss):
                 "train_loss": _median([train]), "gap": gaps[-1] if gaps else float("nan")}
     how = (f"validation loss rose {k} evaluations in a row to {val_loss:.4g} ({val_loss / best - 1:+.0%} over its "
            f"best {best:.4g} at step {best_step})" if rising else f"the validation - training loss gap grew {k} "
-           f"evaluations in a row to {gaps[-1]:.3g} nats while the validation loss did not improve")
-    how += f", while the training loss fell to {trains[-1]:.4g}"
+           f"evaluations in a row to {gaps[-1]:.3g} nats with no better validation loss")
+    how += f", as the training loss fell to {trains[-1]:.4g}"
     return [diagnosis("overfitting", "warning", step, "val_loss", f"overfitting: {how}", evidence,
                       regularize_fixes(watch["cfg"], best_step))]
 
 
 # --- showing and recording diagnoses
 def run_overrides(run_dir):
-    """The command-line overrides of a run, from Hydra's .hydra/overrides.yaml ([] when there is none)."""
+    """The overrides of a run: the user's own (Hydra's .hydra/overrides.yaml), else rebuilt from its config.yaml."""
     path = Path(run_dir) / ".hydra" / "overrides.yaml"
-    return [o for o in yaml.safe_load(path.read_text()) or [] if not o.startswith("hydra.")] if path.exists() else []
+    if path.exists():
+        return [o for o in yaml.safe_load(path.read_text()) or [] if not o.startswith("hydra.")]
+    return config_overrides(yaml.safe_load((Path(run_dir) / "config.yaml").read_text()))
 
 
 def _fmt(v):
@@ -276,15 +278,19 @@ def _rows(text):
     return rows
 
 
-def nonfinite_from_rows(rows, cfg):
-    """A nonfinite diagnosis from the first row with a null (non-finite) train_loss or grad_norm, or None."""
+def nonfinite_from_rows(rows, cfg, summary):
+    """A nonfinite diagnosis from the first row with a null (non-finite) train_loss or grad_norm, else from a
+    diverged summary (the loop stops before a non-finite update, at summary["steps"]); None when neither."""
+    fixes = [lr_fix(cfg, 0.1), *clip_fix(cfg), *warmup_fix(cfg, 2)]
     for r in rows:
         bad = [k for k in ("train_loss", "grad_norm") if k in r and (r[k] is None or not math.isfinite(r[k]))]
         if bad:
             return diagnosis("nonfinite", "error", r["step"], bad[0], f"{' and '.join(bad)} non-finite at step "
-                             f"{r['step']} (from metrics.jsonl: the logged rows are every trainer.log_every steps, "
-                             "so it may have started up to that many steps earlier)", {"step": r["step"]},
-                             [lr_fix(cfg, 0.1), *clip_fix(cfg), *warmup_fix(cfg, 2)])
+                             f"{r['step']} (from metrics.jsonl: rows are trainer.log_every steps apart, so it may "
+                             "have started up to that many steps earlier)", {"step": r["step"]}, fixes)
+    if summary.get("status") == "diverged":
+        return diagnosis("nonfinite", "error", summary["steps"], "", f"the run diverged at step {summary['steps']} "
+                         "(from summary.json; diagnosis.json, which says where, is missing)", {}, fixes)
     return None
 
 
@@ -299,8 +305,9 @@ def diagnose_run(run_dir):
     watch = new_watch(cfg, **thresholds)
     for r in rows:
         found += observe(watch, r["step"], r)
+    summary = _read(run_dir / "summary.json", json.loads) or {}
     if not any(d["kind"] == "nonfinite" for d in recorded):
-        found += [d for d in [nonfinite_from_rows(rows, cfg)] if d]
+        found += [d for d in [nonfinite_from_rows(rows, cfg, summary)] if d]
     seen = {(d["kind"], d["step"], d["where"]) for d in recorded}
     merged = recorded + [d for d in found if (d["kind"], d["step"], d["where"]) not in seen]
     return sorted(merged, key=lambda d: -1 if d["step"] is None else d["step"])

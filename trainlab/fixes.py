@@ -5,6 +5,10 @@ line that applies a fix on top of the run's own overrides. The doctor's diagnose
 """
 import shlex
 
+from omegaconf import OmegaConf
+
+from trainlab.config import CONF_DIR, options
+
 FEATURE_DATA = ("digits", "blobs", "mnist", "fashion_mnist", "cifar10")  # mixup averages inputs: not tokens
 
 
@@ -79,3 +83,25 @@ def merge(overrides, fix):
 
 def command(overrides, fix):
     return " ".join(["trainlab", *map(shlex.quote, merge(overrides, fix))])
+
+
+def _value(v):
+    return "null" if v is None else str(v).lower() if isinstance(v, bool) else \
+        f"[{','.join(map(_value, v))}]" if isinstance(v, list) else str(v)
+
+
+def config_overrides(cfg):
+    """The overrides that make cfg from the shipped defaults: changed group choices, then changed keys."""
+    defaults = {k: v for e in OmegaConf.load(CONF_DIR / "train.yaml")["defaults"] if not isinstance(e, str)
+                for k, v in e.items()}
+    out = []
+    for group, node in cfg.items():
+        shipped = dict(options(group).get(node["name"] if group != "trainer" else "default", {}))
+        for k, v in shipped.items():
+            if isinstance(v, str) and v.startswith("${"):  # follows another key, e.g. ${data.train_steps}
+                target_group, target_key = v[2:-1].split(".")
+                shipped[k] = cfg[target_group][target_key]
+        if "name" in node and node["name"] != defaults.get(group):
+            out.append(f"{group}={node['name']}")
+        out += [f"{group}.{k}={_value(v)}" for k, v in node.items() if k != "name" and k in shipped and v != shipped[k]]
+    return out
