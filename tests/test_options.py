@@ -8,7 +8,7 @@ from tests.conftest import fake_data, fast
 from trainlab.config import CONF_DIR, GROUPS, ConfigError, options
 
 ALL_OPTIONS = [(g, o) for g in GROUPS for o in options(g)]
-NEEDS = {("regularization", "drop_path"): ["model=transformer"]}  # options that only fit another model/data
+NEEDS = {("regularization", "drop_path"): ["model.residual=true"]}  # options that only fit another model/data
 CUDA_ONLY = {("precision", "fp16")}
 
 

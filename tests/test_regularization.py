@@ -6,6 +6,7 @@ from torch import nn
 
 from tests.conftest import compose_cfg, fast
 from trainlab.config import ConfigError
+from trainlab.inits import build_init
 from trainlab.models import Transformer, build_model
 from trainlab.norms import build_norm
 from trainlab.precision import build_precision
@@ -32,8 +33,26 @@ def test_transformer_drop_path_rate_grows_linearly():
 
 def test_drop_path_on_a_plain_mlp_is_a_clear_error():
     node = compose_cfg("regularization=drop_path")["model"]
-    with pytest.raises(ConfigError, match="model=mlp has none. Use model=transformer"):
+    with pytest.raises(ConfigError, match="this model=mlp has none. Use model.residual=true"):
         build_model(node, {"shape": (4,), "num_classes": 2}, build_norm({"name": "none"}), 0.0, 0.1)
+
+
+def test_residual_mlp_branches_drop_path_and_zero_init():
+    node = compose_cfg("model.residual=true", "model.depth=4", "model.width=16")["model"]
+    model = build_model(node, {"shape": (4,), "num_classes": 2}, build_norm({"name": "layernorm", "eps": 1e-5}),
+                        0.0, 0.3)
+    branches = [m for m in model.body if hasattr(m, "proj")]
+    assert [b.drop_path.p for b in branches] == pytest.approx([0.0, 0.15, 0.3])  # linear in depth
+    build_init({"name": "zero_residual"}, "relu")(model)
+    model.eval()
+    h = torch.randn(5, 16)
+    for branch in branches:
+        torch.testing.assert_close(branch(h), h)  # zero-initialized branches start as the identity
+
+
+def test_residual_mlp_trains_with_drop_path(train):
+    summary, _ = train(*fast("regularization=drop_path", "model.residual=true", "model.depth=3", "init=gpt2"))
+    assert summary["status"] == "completed"
 
 
 def test_mixup_is_a_convex_combination_with_a_partner_odd_batch():

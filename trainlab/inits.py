@@ -69,9 +69,10 @@ def trunc_normal(model, activation, std):
 
 @torch.no_grad()
 def gpt2(model, activation, std):
+    writes = sum(name.endswith(".proj") for name, _ in model.named_modules())  # Transformer: 2 per block
     for name, weight, bias in _weights(model):
-        proj = name.endswith(".proj")  # 2 residual writes per block: the stream's variance grows by 2*n_layers
-        nn.init.normal_(weight, std=std / math.sqrt(2 * len(model.blocks)) if proj else std)
+        proj = name.endswith(".proj")  # each residual write adds variance: scale by 1/sqrt(writes) = 1/sqrt(2 n_layers)
+        nn.init.normal_(weight, std=std / math.sqrt(writes) if proj else std)
         if bias is not None:
             nn.init.zeros_(bias)
 

@@ -16,12 +16,29 @@ from trainlab.regularization import DropPath
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
+class ResidualBranch(nn.Module):
+    """x + drop_path(dropout(proj(act(norm(x))))): a pre-norm residual MLP layer; proj writes into the stream."""
+
+    def __init__(self, width, activation, norm_fn, dropout, drop_path):
+        super().__init__()
+        self.norm, self.act, self.proj = norm_fn(width), ACTIVATIONS[activation](), nn.Linear(width, width)
+        self.drop, self.drop_path = nn.Dropout(dropout), DropPath(drop_path)
+
+    def forward(self, x):
+        return x + self.drop_path(self.drop(self.proj(self.act(self.norm(x)))))
+
+
 class MLP(nn.Module):
-    def __init__(self, in_dim, num_classes, depth, width, activation, norm_fn, dropout, vocab_size=None):
+    def __init__(self, in_dim, num_classes, depth, width, activation, norm_fn, dropout, residual=False,
+                 drop_path=0.0, vocab_size=None):
         super().__init__()
         self.vocab_size = vocab_size
         layers, dim = [], in_dim * (vocab_size or 1)
-        for _ in range(depth):
+        for i in range(depth):
+            if residual and i > 0:  # the first layer changes the width; the others can be residual branches
+                rate = drop_path * (i - 1) / max(1, depth - 2)  # 0 at the first branch, drop_path at the last
+                layers.append(ResidualBranch(width, activation, norm_fn, dropout, rate))
+                continue
             layers += [nn.Linear(dim, width), norm_fn(width), ACTIVATIONS[activation](), nn.Dropout(dropout)]
             dim = width
         self.body = nn.Sequential(*layers)
@@ -88,10 +105,11 @@ class Transformer(nn.Module):
 
 
 def mlp(meta, norm_fn, dropout, drop_path, **kwargs):
-    if drop_path:
-        raise ConfigError(f"regularization.drop_path={drop_path} drops residual branches; model=mlp has none. "
-                          "Use model=transformer, or regularization.drop_path=0")
-    return MLP(meta["shape"][0], meta["num_classes"], norm_fn=norm_fn, dropout=dropout,
+    if drop_path and not (kwargs["residual"] and kwargs["depth"] >= 2):
+        raise ConfigError(f"regularization.drop_path={drop_path} drops residual branches; this model=mlp has none. "
+                          "Use model.residual=true (with model.depth >= 2), model=transformer, "
+                          "or regularization.drop_path=0")
+    return MLP(meta["shape"][0], meta["num_classes"], norm_fn=norm_fn, dropout=dropout, drop_path=drop_path,
                vocab_size=meta.get("vocab_size"), **kwargs)
 
 
