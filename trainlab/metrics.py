@@ -7,7 +7,8 @@ import math
 import os
 
 TAGS = {"train_loss": "train/loss", "val_loss": "val/loss", "val_acc": "val/acc", "lr": "opt/lr",
-        "grad_norm": "opt/grad_norm", "clipped": "opt/clipped"}
+        "grad_norm": "opt/grad_norm", "clipped": "opt/clipped",
+        "update_ratio": "opt/update_ratio"}
 
 
 def finite_or_none(v):

@@ -143,9 +143,11 @@ def run(cfg, run_dir, parallel_jobs=1):
                 scaler.unscale_(opt)  # fp16: true gradients before the grad norm and clipping (no-op otherwise)
                 log_now = step % tr["log_every"] == 0 or step == last_step
                 grad_norm, clipped = clip(log_now)  # pre-clip norm; measured only when logging
-                if watching and not finite(loss, grad_norm):  # before the update: never apply a NaN step
+                # fp16: an inf grad norm is the GradScaler's business (it skips the step and lowers the scale)
+                if watching and not finite(loss, None if scaler.is_enabled() else grad_norm):  # before the update
                     if not nonfinite["skipped"] + nonfinite["rollbacks"]:  # explain the first one; count the rest
-                        found = locate_nonfinite(model, x, y, plain_loss, cfg, step)
+                        with autocast():  # re-run in the precision that failed (bf16/fp16 overflow is not fp32's)
+                            found = locate_nonfinite(model, x, y, plain_loss, cfg, step)
                         diagnoses += report([found], run_dir, writer, console.console)
                     if policy == "stop":
                         status = "diverged"
@@ -178,9 +180,9 @@ def run(cfg, run_dir, parallel_jobs=1):
                            "clipped": float(clipped.item())}
                 if check_health:
                     stats |= update_ratio(model, before)
+                    row["update_ratio"] = stats.pop("update_ratio")  # log_row writes it as opt/update_ratio
                     for tag, v in stats.items():
-                        writer.add_scalar(tag if tag.startswith("health/") else f"opt/{tag}", v, step)
-                    row["update_ratio"] = stats["update_ratio"]
+                        writer.add_scalar(tag, v, step)
                 if step % tr["eval_every"] == 0 or step == last_step:
                     row |= evaluate(model, x_val, y_val, autocast)
                     if ema is not None:
