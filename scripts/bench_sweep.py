@@ -1,6 +1,6 @@
 """Benchmark: the same 4-job grid run serially (basic launcher) and with joblib (2 jobs at once), side by side.
 
-    python scripts/bench_sweep.py [--steps 300]
+    python scripts/bench_sweep.py [--steps 600]
 
 Prints both wall times, the speed-up, and each job's torch thread count (jobs x threads must not exceed cores).
 """
@@ -28,7 +28,7 @@ def sweep(workdir, steps, extra):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=600)
     args = parser.parse_args()
     cores = os.cpu_count()
     results = {}
