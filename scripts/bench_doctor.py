@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.conftest import compose_cfg  # noqa: E402
-from trainlab.train import run  # noqa: E402
+from tests.conftest import compose_cfg
+from trainlab.train import run
 
 
 def main():

@@ -8,11 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torch import nn
-
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
 
 from tests.conftest import compose_cfg, fast
 from trainlab import doctor, signals

@@ -5,7 +5,7 @@ import math
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import FAST, fast
+from tests.conftest import fast
 
 
 def read_jsonl(path):

@@ -76,13 +76,15 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.drop_path = DropPath(drop_path)
 
+    def branch(self, f, h):
+        return self.drop_path(self.drop(f(h)))  # dropout, then stochastic depth
+
     def forward(self, x):
-        branch = lambda f, h: self.drop_path(self.drop(f(h)))  # noqa: E731  dropout, then stochastic depth
         if self.pre:  # pre-LN: x + f(norm(x)), the residual stream itself is never normalized
-            x = x + branch(self.attn, self.norm1(x))
-            return x + branch(self.ffn, self.norm2(x))
-        x = self.norm1(x + branch(self.attn, x))  # post-LN: norm(x + f(x)), as in Vaswani et al. 2017
-        return self.norm2(x + branch(self.ffn, x))
+            x = x + self.branch(self.attn, self.norm1(x))
+            return x + self.branch(self.ffn, self.norm2(x))
+        x = self.norm1(x + self.branch(self.attn, x))  # post-LN: norm(x + f(x)), as in Vaswani et al. 2017
+        return self.norm2(x + self.branch(self.ffn, x))
 
 
 class Transformer(nn.Module):
