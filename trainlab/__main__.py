@@ -7,7 +7,6 @@
 
 Config errors are checked before torch is imported and printed as one message with exit code 2.
 """
-import os
 import shutil
 import sys
 import traceback
@@ -28,8 +27,10 @@ def _parallel_jobs(hc):
     """How many jobs of this sweep run at once (joblib's n_jobs); 1 for a single run or the basic launcher."""
     from hydra.types import RunMode
 
+    from trainlab.train import usable_cores  # the same count the thread budget is split from
+
     n_jobs = hc.launcher.get("n_jobs", 1) if hc.mode == RunMode.MULTIRUN else 1
-    return (os.cpu_count() or 1) if n_jobs in (None, -1) else max(1, n_jobs)  # joblib's -1 = all cores
+    return usable_cores() if n_jobs in (None, -1) else max(1, n_jobs)  # joblib's -1 = all cores
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")  # absolute: works from any cwd
