@@ -7,7 +7,6 @@
 
 Config errors are checked before torch is imported and printed as one message with exit code 2.
 """
-import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -16,11 +15,24 @@ import hydra
 from omegaconf import OmegaConf
 
 from trainlab.config import CONF_DIR, ConfigError, check_overrides, validate
+from trainlab.rundir import register_resolvers
+
+register_resolvers()  # before Hydra names a job directory (also in joblib's workers, which import this module)
 
 
 def _fail(message, code=2):
     print(f"trainlab: error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def resolved(cfg):
+    """The composed config as a plain dict; a broken interpolation (${nope.nope}, a cycle) is a ConfigError."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"cannot resolve the config: {str(exc).splitlines()[0]}") from None
 
 
 def _parallel_jobs(hc):
@@ -41,27 +53,36 @@ def task(cfg):
     from hydra.types import RunMode
 
     from trainlab.metrics import write_json
-    from trainlab.sweep import completed_twin, read_summary
+    from trainlab.rundir import free_sibling, remove_if_made, run_files
+    from trainlab.sweep import completed_twin, read_summary, same_job, write_hydra_files
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
-    plain = OmegaConf.to_container(cfg, resolve=True)
     run_dir = Path(hc.runtime.output_dir)
+    overrides = list(hc.overrides.task)
+    written = []  # files this job wrote before it could fail on a config error (single run: removed again)
     try:
+        plain = resolved(cfg)
         validate(plain)
-        twin = completed_twin(run_dir) if plain["trainer"]["skip_completed"] else None
-        if twin is not None:  # resume: this configuration already completed in this sweep
-            if twin != run_dir:
-                shutil.rmtree(run_dir, ignore_errors=True)
-            print(f"skipped (completed in {twin})")
-            return read_summary(twin)["objective"]["value"]
+        if multirun:
+            twin = completed_twin(Path(hc.sweep.dir), overrides) if plain["trainer"]["skip_completed"] else None
+            if twin is not None:  # resume: this configuration already completed in this sweep
+                if twin != run_dir:
+                    remove_if_made(run_dir, multirun)  # an empty directory Hydra just made for this job, if so
+                print(f"skipped (completed in {twin})")
+                return read_summary(twin)["objective"]["value"]
+            if run_files(run_dir) and not same_job(run_dir, overrides):  # another run's: never written into
+                taken, run_dir = run_dir, free_sibling(run_dir)
+                print(f"trainlab: {taken} holds another run; this job runs in {run_dir}", file=sys.stderr)
+        written = write_hydra_files(run_dir, cfg, hc)
         from trainlab.train import run  # torch is imported only for a valid config
 
         return run(plain, run_dir, _parallel_jobs(hc))["objective"]["value"]
     except ConfigError as exc:
         if not multirun:
-            if not (run_dir / "metrics.jsonl").exists():
-                shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: leave no empty run directory behind
+            for path in reversed(written):  # only what this job wrote: .hydra/ files, then .hydra itself
+                path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)
+            remove_if_made(run_dir, multirun)  # the empty directories Hydra made for this run, never others
             _fail(exc)
         error = f"config error: {exc}"
     except KeyboardInterrupt:
@@ -74,6 +95,8 @@ def task(cfg):
         traceback.print_exc()
         error = f"{type(exc).__name__}: {exc}"
     print(f"trainlab: job failed: {error}", file=sys.stderr)
+    if not run_files(run_dir):
+        written = write_hydra_files(run_dir, cfg, hc)  # so that a resumed sweep knows this job
     if read_summary(run_dir) is None:  # a failure inside the loop has already written a fuller one
         write_json(run_dir / "summary.json", {"status": "failed", "error": error, "steps": 0})
     return None
@@ -92,7 +115,14 @@ def main():
         check_overrides(sys.argv[1:])
     except ConfigError as exc:
         _fail(exc)
-    task()
+    from trainlab.rundir import STARTED
+
+    try:
+        task()
+    except SystemExit as exc:
+        if exc.code == 1 and not STARTED:
+            sys.exit(2)  # Hydra's own usage errors (an unknown option, a parse error) end before any run starts
+        raise
     from trainlab.sweep import OUTCOME
 
     if OUTCOME.get("failed"):

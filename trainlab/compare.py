@@ -227,6 +227,27 @@ def print_table(rows, cols, root, objective, n_runs):
                               f"{escape(run['summary']['error'])}", highlight=False)
 
 
+FIGURE_MARK = "trainlab compare"  # PNG metadata: a compare.png without it is the user's and is never replaced
+
+
+def figure_path(folder, name="compare.png"):
+    """folder/compare.png unless a file of that name is not one of ours; then compare-2.png, -3, ..."""
+    from PIL import Image
+
+    stem, suffix = name.rsplit(".", 1)
+    for i in range(1, 1000):
+        path = Path(folder) / (name if i == 1 else f"{stem}-{i}.{suffix}")
+        if not path.exists():
+            return path
+        try:
+            with Image.open(path) as image:
+                if image.info.get("Software") == FIGURE_MARK:
+                    return path  # a figure trainlab compare wrote: refresh it
+        except (OSError, ValueError):
+            pass  # not an image we can read: the user's file, keep it
+    raise OSError(f"{folder}: compare.png ... compare-999.png all exist")
+
+
 def plot(rows, cols, path):
     """2x2 panels of curves vs step, one line per row (mean over its runs, min-max band); dashed if not completed."""
     import matplotlib
@@ -260,7 +281,7 @@ def plot(rows, cols, path):
         ax.set_xlabel("step")
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=2, fontsize="small", frameon=False)
     fig.tight_layout(rect=(0, min(0.4, 0.035 * math.ceil(len(handles) / 2) + 0.01), 1, 1))  # room for the legend
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, metadata={"Software": FIGURE_MARK})
     plt.close(fig)
     return path
 
@@ -311,6 +332,6 @@ def main(argv=None):
         sys.stdout.write({"md": to_md, "csv": to_csv, "json": partial(to_json, objective=objective)}[args.format](
             rows, cols))
     if not args.no_plot:
-        figure = plot(rows, cols, root / "compare.png")
+        figure = plot(rows, cols, figure_path(root))
         print(f"figure: {figure}", file=sys.stdout if args.format == "table" else sys.stderr)  # csv/json stay parseable
     return 0

@@ -39,7 +39,23 @@ def log_hparams(writer, hparams, metrics):
         writer.add_scalar(f"hparam/{key}", v)
 
 
+def write_atomic(path, data):
+    """Write bytes to path through a temp file of our own in the same folder: fsync, then rename over path.
+
+    Readers see the old file or the new one, never half of one, whatever kills the process in between."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def write_json(path, obj):
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)  # readers never see half a file
+    write_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())

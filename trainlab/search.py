@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from trainlab.config import CONF_DIR, ConfigError, check_overrides, validate
+from trainlab.rundir import safe_name
 
 SPEC = re.compile(r"^([\w.]+)=(loguniform|uniform|int|choice)\((.*)\)$")
 
@@ -61,6 +62,26 @@ def compose_config(overrides):
     return cfg
 
 
+def foreign_study(study_dir):
+    """Why study_dir cannot hold this study (a file, or a study.db that is not an Optuna study), else None."""
+    import sqlite3
+
+    db = Path(study_dir) / "study.db"
+    if Path(study_dir).exists() and not Path(study_dir).is_dir():
+        return f"--dir {study_dir} is a file, not a directory"
+    if not db.exists():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)  # read-only: never changes a user's file
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            con.close()
+    except sqlite3.Error:
+        tables = set()
+    return None if "studies" in tables else f"--dir {study_dir}: its study.db is not an Optuna study; choose another"
+
+
 def main(argv):
     parser = argparse.ArgumentParser(prog="trainlab search", description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20, help="total completed trials wanted (resume counts them)")
@@ -85,6 +106,10 @@ def main(argv):
     from trainlab.train import run
 
     study_dir = ns.dir or Path("outputs/search") / time.strftime("%Y-%m-%d/%H-%M-%S")
+    problem = foreign_study(study_dir)
+    if problem:
+        print(f"trainlab: error: {problem}", file=sys.stderr)
+        return 2
     study_dir.mkdir(parents=True, exist_ok=True)
     sampler = optuna.samplers.TPESampler(seed=ns.seed) if ns.sampler == "tpe" else \
         optuna.samplers.RandomSampler(seed=ns.seed)
@@ -99,8 +124,8 @@ def main(argv):
         sampled = suggest(trial, spaces)
         overrides = fixed + [f"{k}={v}" for k, v in sampled.items()]
         name = ",".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sampled.items())
-        run_dir = study_dir / f"{trial.number}_{name}"  # named by what was sampled, like a multirun job
-        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        run_dir = study_dir / f"{trial.number}_{safe_name(name)}"  # named by what was sampled, like a multirun job
+        (run_dir / ".hydra").mkdir(parents=True)  # a new trial number: a directory that exists is not ours
         (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
         try:
             cfg = compose_config(overrides)

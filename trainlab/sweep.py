@@ -9,37 +9,68 @@ from pathlib import Path
 import yaml
 from hydra.experimental.callback import Callback
 
-RESUME_KEY = "trainer.skip_completed"
+RESUME_KEYS = ("trainer.skip_completed", "trainer.resume")  # how a job is resumed, not what it is
 OUTCOME = {}  # filled by SweepReport for __main__: {"failed": n, "jobs": n}
 
 
-def _overrides(job_dir):
-    path = job_dir / ".hydra" / "overrides.yaml"
-    if not path.exists():
+def _key(override):
+    return override.lstrip("+~").split("=")[0]
+
+
+def job_overrides(job_dir):
+    """A job's own overrides (from .hydra/overrides.yaml), sorted, without the resume keys; None if unreadable."""
+    try:
+        found = yaml.safe_load((Path(job_dir) / ".hydra" / "overrides.yaml").read_text())
+    except (OSError, yaml.YAMLError):
         return None
-    return sorted(o for o in yaml.safe_load(path.read_text()) or [] if not o.lstrip("+~").startswith(RESUME_KEY))
+    return sorted(o for o in found if _key(o) not in RESUME_KEYS) if isinstance(found, list) else None
+
+
+def same_job(job_dir, overrides):
+    """Does job_dir hold a run of the job with these overrides (an earlier attempt of this very job)?"""
+    return job_overrides(job_dir) == sorted(o for o in overrides if _key(o) not in RESUME_KEYS)
 
 
 def read_summary(job_dir):
-    path = job_dir / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    """summary.json as a dict; None when missing, unreadable or corrupt (a corrupt one never stops a sweep)."""
+    try:
+        summary = json.loads((Path(job_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) and isinstance(summary.get("status"), str) else None
 
 
-def completed_twin(job_dir):
-    """A directory beside job_dir (or job_dir itself) whose job had the same overrides and completed, else None."""
-    mine = _overrides(job_dir)
-    for other in sorted(job_dir.parent.iterdir()):
-        summary = read_summary(other) if other.is_dir() else None
-        if summary and summary["status"] == "completed" and _overrides(other) == mine:
+def completed_twin(sweep_dir, overrides):
+    """A job directory of THIS sweep whose job had the same overrides and completed, else None."""
+    for other in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir()):
+        summary = read_summary(other)
+        if summary and summary["status"] == "completed" and same_job(other, overrides):
             return other
     return None
+
+
+def write_hydra_files(run_dir, cfg, hc):
+    """Hydra's record of a job in run_dir/.hydra (config, hydra, overrides), written by trainlab after its checks
+    (hydra.output_subdir is null). An existing .hydra (a resumed job) is kept as it is. Returns the paths made."""
+    from omegaconf import OmegaConf
+
+    folder = Path(run_dir) / ".hydra"
+    if folder.exists():
+        return []
+    folder.mkdir(parents=True)
+    made = [folder]
+    for name, node in (("config.yaml", cfg), ("hydra.yaml", OmegaConf.create({"hydra": hc})),
+                       ("overrides.yaml", OmegaConf.create(list(hc.overrides.task)))):
+        OmegaConf.save(node, folder / name)
+        made.append(folder / name)
+    return made
 
 
 def sweep_rows(sweep_dir):
     """(job dir name, status, error) for every job directory of a sweep."""
     rows = []
     for job_dir in sorted(p for p in Path(sweep_dir).iterdir() if (p / ".hydra").is_dir()):
-        summary = read_summary(job_dir) or {"status": "missing", "error": "no summary.json (killed?)"}
+        summary = read_summary(job_dir) or {"status": "missing", "error": "no readable summary.json (killed?)"}
         rows.append((job_dir.name, summary["status"], summary.get("error")))
     return rows
 

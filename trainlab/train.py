@@ -92,7 +92,6 @@ def run(cfg, run_dir, parallel_jobs=1):
     t_start = time.perf_counter()
     tr, reg, doc = cfg["trainer"], cfg["regularization"], cfg["doctor"]
     device = resolve_device(tr["device"])
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     # --- build: data -> model -> init -> param groups -> optimizer -> schedule
     torch.manual_seed(tr["seed"])
@@ -110,6 +109,7 @@ def run(cfg, run_dir, parallel_jobs=1):
     ema = build_ema(model, reg["ema_decay"])
     mixing = reg["mixup_alpha"] > 0 or reg["cutmix_alpha"] > 0
     params = [p for p in model.parameters() if p.requires_grad]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))  # files only once the build worked
     writer, jsonl = open_writer(run_dir), open(run_dir / "metrics.jsonl", "w")
     watching = doc["name"] != "off"
     watch = new_watch(cfg, **{k: doc[k] for k in WATCH_KEYS})
