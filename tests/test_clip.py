@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from tests.conftest import fast
-from trainlab.clip import build_clip
+from trainlab.parts.clip import build_clip
 
 AGC = {"name": "agc", "clipping": 0.05, "eps": 1e-3}
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tests.conftest import cli
-from trainlab.compare import main
+from trainlab.runs.compare import main
 
 CONSTANT = ["trainer.max_steps=10", "trainer.progress=False"]  # in every job: never a column
 

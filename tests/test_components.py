@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from trainlab.data import batch_at, build_data
-from trainlab.models import MLP, Transformer
-from trainlab.norms import build_norm
-from trainlab.optim import build_optimizer, param_groups
+from trainlab.parts.data import batch_at, build_data
+from trainlab.parts.models import MLP, Transformer
+from trainlab.parts.norms import build_norm
+from trainlab.parts.optim import build_optimizer, param_groups
 
 
 def test_no_weight_decay_on_biases_and_norm_weights():

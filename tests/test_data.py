@@ -7,7 +7,7 @@ import torch
 
 from tests.conftest import cli, fast, write_cifar, write_idx, write_mnist
 from trainlab.config import ConfigError
-from trainlab.data import CHECKOUT, build_data, mnist, read_idx
+from trainlab.parts.data import CHECKOUT, build_data, mnist, read_idx
 
 
 def node(name, **kwargs):
@@ -157,7 +157,7 @@ def test_text_path_mistakes_are_config_errors(tmp_path, make, match):
 
 
 def test_text_that_would_not_fit_in_memory_asks_for_a_stride(tmp_path, monkeypatch):
-    monkeypatch.setattr("trainlab.data.MAX_TEXT_TOKENS", 1000)  # the real cap is 2**27 tokens (1 GiB)
+    monkeypatch.setattr("trainlab.parts.data.MAX_TEXT_TOKENS", 1000)  # the real cap is 2**27 tokens (1 GiB)
     (tmp_path / "t.txt").write_text("abcdefghij" * 30)  # 270 + 30 characters: 265 windows of 5 characters
     with pytest.raises(ConfigError, match="300 characters in windows of data.context=5 every data.stride=1 .*"
                                           "raise data.stride"):

@@ -14,11 +14,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 from tests.conftest import compose_cfg, fast
-from trainlab import doctor, signals
+from trainlab.doctor import report as doctor, signals
 from trainlab.config import CONF_DIR, check_overrides, validate
-from trainlab.fixes import config_overrides, merge, signal_fixes
-from trainlab.models import MLP, Transformer
-from trainlab.norms import build_norm
+from trainlab.doctor.fixes import config_overrides, merge, signal_fixes
+from trainlab.parts.models import MLP, Transformer
+from trainlab.parts.norms import build_norm
 
 CE = F.cross_entropy
 DEFAULTS = [("mlp", "digits"), ("mlp", "blobs"), ("mlp", "modular_addition"), ("transformer", "digits"),
@@ -366,9 +366,9 @@ def test_update_ratio_is_the_sgd_step_over_the_weight():
 
 @pytest.mark.parametrize("model,data", DEFAULTS)
 def test_default_models_are_healthy_at_init(train, model, data):
-    from trainlab.data import build_data
-    from trainlab.inits import build_init
-    from trainlab.models import build_model
+    from trainlab.parts.data import build_data
+    from trainlab.parts.inits import build_init
+    from trainlab.parts.models import build_model
 
     cfg = compose_cfg(f"model={model}", f"data={data}")
     torch.manual_seed(0)
@@ -466,9 +466,9 @@ def test_high_lr_without_clipping_diverges(train):
 
 def test_lr_10_kills_the_relus():
     """SGD at lr 10 does not reach NaN on this MLP: its first updates leave most ReLUs dead instead."""
-    from trainlab.data import batch_at, build_data
-    from trainlab.models import build_model
-    from trainlab.optim import build_optimizer
+    from trainlab.parts.data import batch_at, build_data
+    from trainlab.parts.models import build_model
+    from trainlab.parts.optim import build_optimizer
 
     cfg = compose_cfg("optimizer=sgd", "optimizer.lr=10", "clip=none")
     torch.manual_seed(0)

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from trainlab.config import options
-from trainlab.inits import INITS, build_init
-from trainlab.models import MLP, Transformer
-from trainlab.norms import build_norm
+from trainlab.parts.inits import INITS, build_init
+from trainlab.parts.models import MLP, Transformer
+from trainlab.parts.norms import build_norm
 
 LAYERNORM = build_norm({"name": "layernorm", "eps": 1e-5})
 

@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from trainlab.config import ConfigError, options
-from trainlab.models import MLP, Transformer
-from trainlab.norms import NORMS, BatchNorm, build_norm
+from trainlab.parts.models import MLP, Transformer
+from trainlab.parts.norms import NORMS, BatchNorm, build_norm
 
 
 def randomize_affine(layer):

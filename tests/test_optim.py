@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainlab.config import options
-from trainlab.models import MLP, Transformer
-from trainlab.muon import NS_COEFFICIENTS, Muon, orthogonalize
-from trainlab.norms import build_norm
-from trainlab.optim import OPTIMIZERS, build_optimizer, param_groups
-from trainlab.schedules import SCHEDULES, build_schedule
+from trainlab.parts.models import MLP, Transformer
+from trainlab.parts.optimizers.muon import NS_COEFFICIENTS, Muon, orthogonalize
+from trainlab.parts.norms import build_norm
+from trainlab.parts.optim import OPTIMIZERS, build_optimizer, param_groups
+from trainlab.parts.schedules import SCHEDULES, build_schedule
 
 LAYERNORM = build_norm({"name": "layernorm", "eps": 1e-5})
 

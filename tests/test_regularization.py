@@ -6,11 +6,11 @@ from torch import nn
 
 from tests.conftest import compose_cfg, fast
 from trainlab.config import ConfigError
-from trainlab.inits import build_init
-from trainlab.models import Transformer, build_model
-from trainlab.norms import build_norm
-from trainlab.precision import build_precision
-from trainlab.regularization import build_ema, drop_path, mix, mixed_loss
+from trainlab.parts.inits import build_init
+from trainlab.parts.models import Transformer, build_model
+from trainlab.parts.norms import build_norm
+from trainlab.parts.precision import build_precision
+from trainlab.parts.regularization import build_ema, drop_path, mix, mixed_loss
 
 
 def test_drop_path_drops_whole_samples_and_keeps_the_mean():

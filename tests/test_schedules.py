@@ -8,7 +8,7 @@ from torch.optim import lr_scheduler as torch_sched
 
 from tests.conftest import compose_cfg
 from trainlab.config import options
-from trainlab.schedules import SCHEDULES, build_schedule, cosine, onecycle, warmup_cosine, warmup_linear, wsd
+from trainlab.parts.schedules import SCHEDULES, build_schedule, cosine, onecycle, warmup_cosine, warmup_linear, wsd
 
 
 def lrs_of(scheduler, opt, n):

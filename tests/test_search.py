@@ -3,7 +3,7 @@ import json
 
 import yaml
 
-from trainlab.search import main
+from trainlab.runs.search import main
 
 TINY = ["trainer.max_steps=5", "schedule.warmup_steps=2", "trainer.eval_every=5", "trainer.progress=false",
         "trainer.threads=1"]

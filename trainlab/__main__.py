@@ -15,7 +15,7 @@ import hydra
 from omegaconf import OmegaConf
 
 from trainlab.config import CONF_DIR, ConfigError, check_overrides, validate
-from trainlab.rundir import register_resolvers
+from trainlab.runs.rundir import register_resolvers
 
 register_resolvers()  # before Hydra names a job directory (also in joblib's workers, which import this module)
 
@@ -52,9 +52,9 @@ def task(cfg):
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from trainlab.metrics import write_json
-    from trainlab.rundir import free_sibling, remove_if_made, run_files
-    from trainlab.sweep import completed_twin, read_summary, same_job, write_hydra_files
+    from trainlab.runs.files import write_json
+    from trainlab.runs.rundir import free_sibling, remove_if_made, run_files
+    from trainlab.runs.sweep import completed_twin, read_summary, same_job, write_hydra_files
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -104,8 +104,8 @@ def task(cfg):
 
 def main():
     command = sys.argv[1] if len(sys.argv) > 1 else ""
-    subcommands = {"list": "trainlab.catalog", "compare": "trainlab.compare", "doctor": "trainlab.doctor",
-                   "search": "trainlab.search"}
+    subcommands = {"list": "trainlab.catalog", "compare": "trainlab.runs.compare", "doctor": "trainlab.doctor.report",
+                   "search": "trainlab.runs.search"}
     if command in subcommands:
         from importlib import import_module
 
@@ -115,7 +115,7 @@ def main():
         check_overrides(sys.argv[1:])
     except ConfigError as exc:
         _fail(exc)
-    from trainlab.rundir import STARTED
+    from trainlab.runs.rundir import STARTED
 
     try:
         task()
@@ -123,7 +123,7 @@ def main():
         if exc.code == 1 and not STARTED:
             sys.exit(2)  # Hydra's own usage errors (an unknown option, a parse error) end before any run starts
         raise
-    from trainlab.sweep import OUTCOME
+    from trainlab.runs.sweep import OUTCOME
 
     if OUTCOME.get("failed"):
         sys.exit(1)  # the sweep report above says which jobs and why

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+_PACKAGE = Path(__file__).resolve().parent
+CONF_DIR = _PACKAGE / "conf" if (_PACKAGE / "conf").is_dir() else _PACKAGE.parent / "conf"  # a wheel, else a checkout
 GROUPS = ("trainer", "model", "data", "optimizer", "schedule", "norm", "init", "clip", "regularization", "precision",
           "doctor")
 

@@ -15,19 +15,19 @@ import torch.nn.functional as F
 import yaml
 
 from trainlab import console
-from trainlab.clip import build_clip
+from trainlab.parts.clip import build_clip
 from trainlab.config import ConfigError
-from trainlab.data import batch_at, build_data
-from trainlab.doctor import WATCH_KEYS, brief, config_smells, confirmed, new_watch, observe, print_brief, report
-from trainlab.inits import build_init
-from trainlab.metrics import finite_or_none, log_hparams, log_row, open_writer, write_json
-from trainlab.models import build_model
-from trainlab.norms import build_norm
-from trainlab.optim import build_optimizer
-from trainlab.precision import build_precision
-from trainlab.regularization import build_ema, check_mixing, mix, mixed_loss
-from trainlab.schedules import build_schedule
-from trainlab.signals import finite, locate_nonfinite, signal_health, snapshot, update_ratio
+from trainlab.parts.data import batch_at, build_data
+from trainlab.doctor.report import WATCH_KEYS, brief, config_smells, confirmed, new_watch, observe, print_brief, report
+from trainlab.parts.inits import build_init
+from trainlab.runs.files import finite_or_none, log_hparams, log_row, open_writer, write_json
+from trainlab.parts.models import build_model
+from trainlab.parts.norms import build_norm
+from trainlab.parts.optim import build_optimizer
+from trainlab.parts.precision import build_precision
+from trainlab.parts.regularization import build_ema, check_mixing, mix, mixed_loss
+from trainlab.parts.schedules import build_schedule
+from trainlab.doctor.signals import finite, locate_nonfinite, signal_health, snapshot, update_ratio
 
 
 def usable_cores():

@@ -11,8 +11,8 @@ from functools import partial
 import torch
 from torch import nn
 
-from trainlab.doctor import diagnosis
-from trainlab.fixes import clip_fix, lr_fix, signal_fixes, warmup_fix
+from trainlab.doctor.report import diagnosis
+from trainlab.doctor.fixes import clip_fix, lr_fix, signal_fixes, warmup_fix
 
 ACTIVATIONS = (nn.ReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.LeakyReLU, nn.ELU)
 SQUASHING = (nn.Tanh, nn.Sigmoid)  # saturate: the gradient through them vanishes

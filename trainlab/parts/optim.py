@@ -6,9 +6,9 @@ YAML file + one function + one dict line. Lion, SophiaG and MuonAdamW (muon.py) 
 """
 import torch
 
-from trainlab.lion import Lion
-from trainlab.muon import MuonAdamW, split_hidden
-from trainlab.sophia import SophiaG
+from trainlab.parts.optimizers.lion import Lion
+from trainlab.parts.optimizers.muon import MuonAdamW, split_hidden
+from trainlab.parts.optimizers.sophia import SophiaG
 
 
 def param_groups(model, weight_decay):

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from trainlab.config import CONF_DIR, ConfigError, check_overrides, validate
-from trainlab.rundir import safe_name
+from trainlab.runs.rundir import safe_name
 
 SPEC = re.compile(r"^([\w.]+)=(loguniform|uniform|int|choice)\((.*)\)$")
 

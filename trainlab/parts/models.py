@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainlab.config import ConfigError
-from trainlab.regularization import DropPath
+from trainlab.parts.regularization import DropPath
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 

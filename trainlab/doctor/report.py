@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from trainlab.fixes import clip_fix, command, config_overrides, lr_fix, regularize_fixes, warmup_fix, width_fix
-from trainlab.metrics import finite_or_none, write_json
+from trainlab.doctor.fixes import clip_fix, command, config_overrides, lr_fix, regularize_fixes, warmup_fix, width_fix
+from trainlab.runs.files import finite_or_none, write_json
 
 KINDS = ("nonfinite", "spike", "plateau", "overfitting", "smell", "vanishing", "exploding", "dead_relu")
 STYLE = {"error": "red", "warning": "yellow", "info": "blue"}

@@ -1,0 +1,1 @@
+"""Runs and their analysis: run files, run/sweep directories, sweeps, compare, search."""
