@@ -41,7 +41,11 @@ def train(tmp_path):
     def _train(*overrides):
         run_dir = tmp_path / f"run{next(counter)}"
         run_dir.mkdir()
-        return run(compose_cfg(*overrides), run_dir), run_dir
+        keep = {}
+        summary = run(compose_cfg(*overrides), run_dir, keep=keep)
+        _train.model = keep.get("model")  # the trained model of the last run
+        _train.initial_state = keep.get("initial")
+        return summary, run_dir
 
     return _train
 

@@ -8,7 +8,7 @@ from tests.conftest import cli
 
 BAD = [  # (arguments, words the message must contain)
     (["optimizer.lr=-1"], ["optimizer.lr=-1", "> 0"]),
-    (["optimizer.lr=abc"], ["optimizer.lr='abc'", "a number"]),
+    (["optimizer.lr=abc"], ["optimizer.lr='abc'", "a finite number"]),
     (["+optimizer.lrr=0.1"], ["optimizer.lrr", "Did you mean optimizer.lr?"]),
     (["optimizer.lrr=0.1"], ["optimizer.lrr", "Did you mean optimizer.lr?"]),
     (["optimizer=sgd", "+optimizer.momentum=0.9"], ["optimizer=sgd", "optimizer=momentum /", "nesterov"]),

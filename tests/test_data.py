@@ -47,7 +47,7 @@ def test_idx_sets_load_the_official_split_in_file_order(tmp_path, name, gz):
     torch.testing.assert_close(xv, expected[1])
     assert abs(x.mean().item()) < 1e-5 and x.std().item() == pytest.approx(1.0, rel=1e-5)
     assert meta == {"kind": "features", "num_classes": 10, "num_val": 12, "num_train": 30, "shape": (784,),
-                    "image_shape": (1, 28, 28)}
+                    "image_shape": (1, 28, 28), "task": "classify", "name": name}
     raw, _, _ = mnist(str(tmp_path), 0)  # before standardization: pixels 0..255 -> [0, 1]
     assert raw.min().item() == 0.0 and raw.max().item() == 1.0
 
@@ -125,11 +125,12 @@ def test_text_windows_are_labelled_with_the_next_character(tmp_path):
     assert meta["vocab"] == "".join(vocab) and meta["vocab_size"] == meta["num_classes"] == len(vocab)
     assert x.dtype == y.dtype == torch.int64 and x.shape[1] == 5
 
-    def windows(text):  # every 2nd start, 5 characters, then the character after them
-        return [(text[s:s + 5], text[s + 5]) for s in range(0, len(text) - 5, 2)]
+    def windows(text):  # every 2nd start, 5 characters, then the 5 characters one further on (the next of each)
+        return [(text[s:s + 5], text[s + 1:s + 6]) for s in range(0, len(text) - 5, 2)]
 
     def decode(xs, ys):
-        return [("".join(vocab[i] for i in row), vocab[c]) for row, c in zip(xs.tolist(), ys.tolist())]
+        return [("".join(vocab[i] for i in row), "".join(vocab[c] for c in nxt))
+                for row, nxt in zip(xs.tolist(), ys.tolist())]
 
     n_val = int(len(content) * 0.25)  # the end of the file is the validation text
     assert decode(x, y) == windows(content[:-n_val])

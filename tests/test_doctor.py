@@ -2,7 +2,9 @@
 place, step and suggested overrides asserted; healthy defaults get no alarm; the extra passes leave no trace."""
 import json
 import math
+import os
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,7 +16,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 from tests.conftest import compose_cfg, fast
-from trainlab.doctor import report as doctor, signals
+from trainlab.doctor import report, signals
+from trainlab.doctor.findings import KINDS, Diagnosis
+from trainlab.doctor.smells import config_smells
+from trainlab.doctor.watch import WATCH_KEYS, Watch, confirmed, observe
 from trainlab.config import CONF_DIR, check_overrides, validate
 from trainlab.doctor.fixes import config_overrides, merge, signal_fixes
 from trainlab.parts.models import MLP, Transformer
@@ -34,8 +39,8 @@ def assert_pasteable(diagnoses, run=()):
     """Every fix, after the run's own overrides, names real keys and options (test_every_kind_of_fix_composes
     also composes them)."""
     for d in diagnoses:
-        assert d["kind"] in doctor.KINDS and d["severity"] in doctor.STYLE
-        for fix in d["fixes"]:
+        assert d.kind in KINDS and d.severity in report.STYLE
+        for fix in d.fixes:
             check_overrides(merge(run, fix))
 
 
@@ -56,10 +61,10 @@ def test_function_defaults_are_the_shipped_doctor_config():
     from trainlab.config import options
 
     shipped = options("doctor")["default"]
-    for fn in (doctor.new_watch, doctor.config_smells, signals.signal_health):
+    for fn in (Watch.new, config_smells, signals.signal_health):
         defaults = {k: p.default for k, p in inspect.signature(fn).parameters.items() if k in shipped}
         assert defaults and defaults == {k: shipped[k] for k in defaults}, fn.__name__
-    assert set(doctor.WATCH_KEYS) <= set(shipped)
+    assert set(WATCH_KEYS) <= set(shipped)
 
 
 # --- non-finite values: the first place, in forward and backward order
@@ -68,10 +73,10 @@ def test_overflowing_layer_is_named_in_forward(cfg):
     with torch.no_grad():
         model.body[2 * 2].weight.fill_(3e38)  # finite, but its products overflow: body.4's output is inf
     d = signals.locate_nonfinite(model, x, y, CE, cfg, step=7)
-    assert (d["kind"], d["severity"], d["step"], d["where"]) == ("nonfinite", "error", 7, "body.4")
-    assert d["message"].startswith("forward:") and "inf" in d["message"]
-    assert d["evidence"]["inf"] > 0 and d["evidence"]["numel"] == 16 * 16
-    assert "optimizer.lr=0.0003" in d["fixes"]  # the default adamw lr 3e-3 / 10
+    assert (d.kind, d.severity, d.step, d.where) == ("nonfinite", "error", 7, "body.4")
+    assert d.message.startswith("forward:") and "inf" in d.message
+    assert d.evidence["inf"] > 0 and d.evidence["numel"] == 16 * 16
+    assert "optimizer.lr=0.0003" in d.fixes  # the default adamw lr 3e-3 / 10
     assert_pasteable([d])
 
 
@@ -86,7 +91,7 @@ def test_nan_made_in_backward_is_named(cfg):
     model, (x, y) = mlp(), batch()
     model.body[3] = Abs()  # after the first ReLU: its exact zeros make nan gradients, forward stays finite
     d = signals.locate_nonfinite(model, x, y, CE, cfg, step=3)
-    assert d["where"] == "body.3" and d["message"].startswith("backward:") and "nan" in d["message"]
+    assert d.where == "body.3" and d.message.startswith("backward:") and "nan" in d.message
     assert all(p.grad is None for p in model.parameters())  # torch.autograd.grad: .grad untouched
 
 
@@ -95,8 +100,8 @@ def test_nan_parameter_is_named_first(cfg):
     with torch.no_grad():
         model.head.bias[1] = float("nan")
     d = signals.locate_nonfinite(model, x, y, CE, cfg, step=12)
-    assert d["where"] == "head.bias" and "parameter head.bias is nan" in d["message"]
-    assert d["evidence"] == {"nan": 1, "inf": 0, "numel": 3}
+    assert d.where == "head.bias" and "parameter head.bias is nan" in d.message
+    assert d.evidence == {"nan": 1, "inf": 0, "numel": 3}
 
 
 def test_nan_between_submodules_is_put_on_the_parent(cfg):
@@ -105,7 +110,7 @@ def test_nan_between_submodules_is_put_on_the_parent(cfg):
     with torch.no_grad():
         model.blocks[1].attn.qkv.weight.mul_(1e20)  # q.k overflows inside scaled_dot_product_attention
     d = signals.locate_nonfinite(model, *batch(), CE, cfg, step=1)
-    assert d["where"] == "blocks.1.attn" and "blocks.1.attn.proj" in d["message"]
+    assert d.where == "blocks.1.attn" and "blocks.1.attn.proj" in d.message
 
 
 # --- the metrics watch: spikes, plateau, overfitting
@@ -116,8 +121,8 @@ def rows(losses, grad=1.0, every=1, lr=3e-3, update_ratio=None):
 
 
 def watch_all(cfg, seq, **kw):
-    watch = doctor.new_watch(cfg, **kw)
-    return [d for step, row in seq for d in doctor.observe(watch, step, row)]
+    watch = Watch.new(cfg, **kw)
+    return [d for step, row in seq for d in observe(watch, step, row)]
 
 
 def noisy_decay(n, seed=0):
@@ -129,8 +134,8 @@ def test_one_spike_at_step_120(cfg):
     losses = noisy_decay(300)
     losses[120] *= 4
     found = watch_all(cfg, rows(losses))
-    assert [(d["kind"], d["severity"], d["step"]) for d in found] == [("spike", "info", 120)]
-    assert found[0]["evidence"]["robust_z"] > 6 and found[0]["evidence"]["loss"] == losses[120]
+    assert [(d.kind, d.severity, d.step) for d in found] == [("spike", "info", 120)]
+    assert found[0].evidence["robust_z"] > 6 and found[0].evidence["loss"] == losses[120]
 
 
 def test_repeated_spikes_warn_with_fixes(cfg):
@@ -138,9 +143,9 @@ def test_repeated_spikes_warn_with_fixes(cfg):
     for s in (100, 150, 200):
         losses[s] *= 4
     found = watch_all(cfg, rows(losses))
-    assert [(d["severity"], d["step"]) for d in found] == [("info", 100), ("info", 150), ("info", 200),
+    assert [(d.severity, d.step) for d in found] == [("info", 100), ("info", 150), ("info", 200),
                                                             ("warning", 200)]
-    assert found[-1]["fixes"] == ["optimizer.lr=0.001", "schedule.warmup_steps=100", "optimizer.betas=[0.9,0.95]"]
+    assert found[-1].fixes == ["optimizer.lr=0.001", "schedule.warmup_steps=100", "optimizer.betas=[0.9,0.95]"]
     assert_pasteable(found)
 
 
@@ -148,18 +153,18 @@ def test_plateau_with_tiny_gradients(cfg):
     rng = random.Random(0)
     losses = [2.3026 + 1e-4 * rng.gauss(0, 1) for _ in range(60)]
     found = watch_all(cfg, rows(losses, grad=lambda i: 1.0 if i == 0 else 1e-5, every=10))
-    assert [(d["kind"], d["step"]) for d in found] == [("plateau", 180)]  # once: 0.3 x 600 steps are flat
+    assert [(d.kind, d.step) for d in found] == [("plateau", 180)]  # once: 0.3 x 600 steps are flat
     d = found[0]
-    assert d["fixes"] == ["optimizer.lr=0.009", "model.width=512", "schedule.warmup_steps=12"]  # lr x3, wider
-    assert d["evidence"]["grad_norm"] == pytest.approx(1e-5) and "flat at 2.303" in d["message"]
+    assert d.fixes == ["optimizer.lr=0.009", "model.width=512", "schedule.warmup_steps=12"]  # lr x3, wider
+    assert d.evidence["grad_norm"] == pytest.approx(1e-5) and "flat at 2.303" in d.message
     assert_pasteable(found)
 
 
 def test_plateau_from_tiny_updates_and_a_saturating_activation():
     cfg = compose_cfg("model.activation=tanh", "optimizer.lr=1e-7", "schedule=cosine")
     found = watch_all(cfg, rows([2.3] * 30, grad=0.5, every=10, lr=1e-7, update_ratio=3e-8))
-    assert found[0]["fixes"] == ["optimizer.lr=3e-07", "model.activation=gelu", "model.width=512"]
-    assert "far too small" in found[0]["message"] and found[0]["evidence"]["update_ratio"] == 3e-8
+    assert found[0].fixes == ["optimizer.lr=3e-07", "model.activation=gelu", "model.width=512"]
+    assert "far too small" in found[0].message and found[0].evidence["update_ratio"] == 3e-8
 
 
 def test_converged_or_learning_runs_are_no_plateau(cfg):
@@ -178,19 +183,19 @@ def test_overfitting_train_falls_val_rises(cfg):
     train = [2.0, 1.0, 0.5, 0.3, 0.2, 0.1, 0.05]
     val = [2.0, 1.2, 0.9, 0.95, 1.0, 1.1, 1.2]
     found = watch_all(cfg, evals(train, val))
-    assert [(d["kind"], d["step"]) for d in found] == [("overfitting", 500)]  # third rise in a row
+    assert [(d.kind, d.step) for d in found] == [("overfitting", 500)]  # third rise in a row
     d = found[0]
-    assert d["evidence"]["best_step"] == 200 and d["evidence"]["best_val_loss"] == 0.9
+    assert d.evidence["best_step"] == 200 and d.evidence["best_val_loss"] == 0.9
     for fix in ("regularization=dropout", "optimizer.weight_decay=0.1", "regularization=mixup",
                 "regularization=early_stopping", "trainer.max_steps=201", "model.width=128"):
-        assert fix in d["fixes"]
+        assert fix in d.fixes
     assert_pasteable(found)
 
 
 def test_growing_gap_is_overfitting_and_noise_is_not(cfg):
     assert watch_all(cfg, evals([1.0, 0.7, 0.6, 0.62, 0.6], [1.1, 0.9, 0.95, 0.9, 0.92])) == []  # wobbles only
     found = watch_all(cfg, evals([1.0, 0.6, 0.3, 0.1, 0.02], [1.0, 1.0, 1.0, 1.0, 1.0]))
-    assert [(d["kind"], d["step"]) for d in found] == [("overfitting", 400)] and "gap" in found[0]["message"]
+    assert [(d.kind, d.step) for d in found] == [("overfitting", 400)] and "gap" in found[0].message
 
 
 def test_every_kind_of_fix_composes():
@@ -199,9 +204,9 @@ def test_every_kind_of_fix_composes():
     run = ["model=transformer", "regularization=label_smoothing", "schedule=cosine", "clip=none", "optimizer.lr=1e-2",
            "model.norm_position=post", "norm=layernorm", "model.activation=tanh"]
     cfg = compose_cfg(*run)
-    found = doctor.config_smells(cfg) + watch_all(cfg, rows([2.3] * 30, grad=0.5, every=10))
+    found = config_smells(cfg) + watch_all(cfg, rows([2.3] * 30, grad=0.5, every=10))
     found += watch_all(cfg, evals([2.0, 1.0, 0.5, 0.3, 0.2], [2.0, 1.2, 1.3, 1.4, 1.6]))
-    fixes = {f for d in found for f in d["fixes"]} | set(signal_fixes(cfg)) | {"optimizer.betas=[0.9,0.95]"}
+    fixes = {f for d in found for f in d.fixes} | set(signal_fixes(cfg)) | {"optimizer.betas=[0.9,0.95]"}
     assert {"model.d_model=256", "model.d_model=64", "regularization.dropout=0.1", "model.activation=gelu",
             "model.norm_position=pre", "schedule=warmup_cosine", "clip=norm", "optimizer.lr=0.03",
             "trainer.max_steps=101"} <= fixes
@@ -226,21 +231,21 @@ def test_every_kind_of_fix_composes():
      "schedule=warmup_cosine"),
 ])
 def test_config_smells(overrides, where, fix):
-    found = doctor.config_smells(compose_cfg(*overrides))
-    assert [(d["kind"], d["where"]) for d in found] == [("smell", where)]
-    assert fix in found[0]["fixes"] and found[0]["step"] is None
+    found = config_smells(compose_cfg(*overrides))
+    assert [(d.kind, d.where) for d in found] == [("smell", where)]
+    assert fix in found[0].fixes and found[0].step is None
     assert_pasteable(found, overrides)
 
 
 def test_no_smell_below_the_thresholds():
-    assert doctor.config_smells(compose_cfg("model=transformer", "clip=none", "optimizer.lr=3e-4")) == []
-    assert doctor.config_smells(compose_cfg("norm=batchnorm", "data.batch_size=16")) == []
-    assert doctor.config_smells(compose_cfg("model=transformer", "model.norm_position=post", "schedule=cosine")) == []
+    assert config_smells(compose_cfg("model=transformer", "clip=none", "optimizer.lr=3e-4")) == []
+    assert config_smells(compose_cfg("norm=batchnorm", "data.batch_size=16")) == []
+    assert config_smells(compose_cfg("model=transformer", "model.norm_position=post", "schedule=warmup_cosine")) == []
 
 
 @pytest.mark.parametrize("model,data", DEFAULTS)
 def test_defaults_have_no_smell(model, data):
-    assert doctor.config_smells(compose_cfg(f"model={model}", f"data={data}")) == []
+    assert config_smells(compose_cfg(f"model={model}", f"data={data}")) == []
 
 
 # --- signal health
@@ -262,13 +267,13 @@ def test_vanishing_signal_in_a_deep_xavier_relu_net(cfg):
     assert expected / 10 < ratio < expected * 3  # width 64: each layer's factor is noisy (seeds 0-2: 6e-6..3e-5)
     back = stats["health/grad_rms/body.0"] / stats["health/grad_rms/body.116"]  # and so does the backward signal
     assert expected / 10 < back < expected * 3
-    kinds = {(d["kind"], d["message"].split()[0]) for d in found}
+    kinds = {(d.kind, d.message.split()[0]) for d in found}
     assert kinds == {("vanishing", "activations"), ("vanishing", "gradients")}
-    acts = next(d for d in found if d["message"].startswith("activations"))
-    assert acts["evidence"]["layer"] >= 15 and acts["evidence"]["ratio"] < 1e-3  # deep, not near the input
-    grads = next(d for d in found if d["message"].startswith("gradients"))
-    assert grads["evidence"]["layer"] <= 16  # gradients vanish toward the input
-    assert "init=he" in acts["fixes"] and "norm=layernorm" in acts["fixes"]
+    acts = next(d for d in found if d.message.startswith("activations"))
+    assert acts.evidence["layer"] >= 15 and acts.evidence["ratio"] < 1e-3  # deep, not near the input
+    grads = next(d for d in found if d.message.startswith("gradients"))
+    assert grads.evidence["layer"] <= 16  # gradients vanish toward the input
+    assert "init=he" in acts.fixes and "norm=layernorm" in acts.fixes
 
     torch.manual_seed(0)
     he = deep_relu(lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"))
@@ -290,7 +295,7 @@ def test_stats_match_an_independent_forward(cfg):
     assert stats["health/grad_rms/head"] == pytest.approx(logits.grad.pow(2).mean().sqrt().item(), rel=1e-5)
     head_norm = torch.cat([model.head.weight.grad.flatten(), model.head.bias.grad]).norm().item()
     assert stats["health/grad_norm/head"] == pytest.approx(head_norm, rel=1e-5)
-    assert [(d["kind"], d["where"], d["step"]) for d in found] == [("dead_relu", "body.2", 5)]
+    assert [(d.kind, d.where, d.step) for d in found] == [("dead_relu", "body.2", 5)]
     assert_pasteable(found)
 
 
@@ -301,8 +306,8 @@ def test_saturated_tanh_is_flagged():
         model.body[0].weight.mul_(1e3)
     stats, found = signals.signal_health(model, x, y, CE, cfg, 0)
     assert stats["health/saturated/body.2"] > 0.9
-    d = next(d for d in found if d["where"] == "body.2")
-    assert d["kind"] == "vanishing" and "model.activation=gelu" in d["fixes"]
+    d = next(d for d in found if d.where == "body.2")
+    assert d.kind == "vanishing" and "model.activation=gelu" in d.fixes
 
 
 def test_signal_health_leaves_grads_buffers_and_rng_unchanged(cfg):
@@ -338,10 +343,10 @@ def train_steps(health_every):
 
 
 def test_health_flags_must_persist_to_be_reported(cfg):
-    watch = doctor.new_watch(cfg)
-    dead = doctor.diagnosis("dead_relu", "warning", 0, "body.2", "dead", {}, [])
-    passes = [[dead], [], [dead | {"step": 200}], [dead | {"step": 300}], [dead | {"step": 400}]]
-    assert [[d["step"] for d in doctor.confirmed(watch, found)] for found in passes] == [[], [], [], [300], []]
+    watch = Watch.new(cfg)
+    dead = Diagnosis("dead_relu", "warning", 0, "body.2", "dead", {}, [])
+    passes = [[dead], [], [replace(dead, step=200)], [replace(dead, step=300)], [replace(dead, step=400)]]
+    assert [[d.step for d in confirmed(watch, found)] for found in passes] == [[], [], [], [300], []]
 
 
 def test_same_trajectory_with_and_without_signal_health():
@@ -384,26 +389,31 @@ def test_report_writes_json_tensorboard_and_a_panel(tmp_path, cfg):
     from rich.console import Console
     from torch.utils.tensorboard import SummaryWriter
 
-    (tmp_path / ".hydra").mkdir()
-    (tmp_path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["optimizer.lr=10", "clip=value",
-                                                                          "clip.clip_value=0.1"]))
-    found = doctor.config_smells(compose_cfg("model=transformer", "clip=none", "optimizer.lr=10"))
-    spike = doctor.diagnosis("spike", "info", 120, "train_loss", "a spike", {"loss": float("inf"), "n": 2}, [])
-    writer, out = SummaryWriter(str(tmp_path)), Console(record=True, width=200)
-    doctor.report(found, tmp_path, writer, out)
-    doctor.report([spike], tmp_path, writer, out)
-    writer.close()
+    from trainlab.runs.files import RunFiles
+
+    overrides = ["optimizer.lr=10", "clip=value", "clip.clip_value=0.1"]
+    found = config_smells(compose_cfg("model=transformer", "clip=none", "optimizer.lr=10"))
+    spike = Diagnosis("spike", "info", 120, "train_loss", "a spike", {"loss": float("inf"), "n": 2}, [])
+    twin = Diagnosis("spike", "warning", 120, "train_loss", "spikes again", {}, [])  # same kind, same step
+    files, out = RunFiles(tmp_path, SummaryWriter(str(tmp_path)), open(os.devnull, "w"), None), Console(
+        record=True, width=200)
+    files.findings(found, overrides)
+    report.show(found, overrides, out)
+    files.findings(found + [spike, twin], overrides)
+    files.close()
     saved = json.loads((tmp_path / "diagnosis.json").read_text())
-    assert [d["kind"] for d in saved] == ["smell", "spike"] and saved[0]["fixes"] == found[0]["fixes"]
+    assert [d["kind"] for d in saved] == ["smell", "spike", "spike"] and saved[0]["fixes"] == found[0].fixes
     assert saved[1]["evidence"] == {"loss": None, "n": 2.0}  # strict JSON: inf is written as null
     text = out.export_text()
     assert "warning: smell (at start in clip)" in text
     assert "trainlab optimizer.lr=10 clip=norm" in text  # the fix replaces clip=value and its key
     assert "trainlab clip=value clip.clip_value=0.1 optimizer.lr=3" in text
     events = EventAccumulator(str(tmp_path)).Reload()
-    assert {"doctor/smell/text_summary", "doctor/spike/text_summary"} <= set(events.Tags()["tensors"])
-    entry = events.Tensors("doctor/spike/text_summary")[0]
+    tags = sorted(t for t in events.Tags()["tensors"] if t.startswith("doctor/"))
+    assert tags == ["doctor/000_smell/text_summary", "doctor/001_spike/text_summary", "doctor/002_spike/text_summary"]
+    entry = events.Tensors("doctor/001_spike/text_summary")[0]  # two findings of one kind at one step: both kept
     assert entry.step == 120 and b"a spike" in entry.tensor_proto.string_val[0]
+    assert b"spikes again" in events.Tensors("doctor/002_spike/text_summary")[0].tensor_proto.string_val[0]
 
 
 def hand_made_run(tmp_path, status="diverged", recorded=None):
@@ -422,22 +432,22 @@ def hand_made_run(tmp_path, status="diverged", recorded=None):
 
 
 def test_diagnose_run_reads_a_diverged_run(tmp_path, capsys):
-    found = doctor.diagnose_run(hand_made_run(tmp_path))
-    assert [(d["kind"], d["step"], d["where"]) for d in found] == [("overfitting", 500, "val_loss"),
+    found = report.diagnose_run(hand_made_run(tmp_path))
+    assert [(d.kind, d.step, d.where) for d in found] == [("overfitting", 500, "val_loss"),
                                                                     ("nonfinite", 510, "train_loss")]
-    assert found[1]["fixes"] == ["optimizer.lr=0.05", "clip=norm", "schedule.warmup_steps=100"]
-    assert doctor.main([str(tmp_path)]) == 1  # an error: a non-finite loss
+    assert found[1].fixes == ["optimizer.lr=0.05", "clip=norm", "schedule.warmup_steps=100"]
+    assert report.main([str(tmp_path)]) == 1  # an error: a non-finite loss
     out = " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal width
     assert "diverged, 2 diagnoses" in out and "trainlab clip=none optimizer.lr=0.05" in out  # run's overrides + fix
 
 
 def test_diagnose_run_prefers_the_recorded_location(tmp_path, capsys):
-    located = doctor.diagnosis("nonfinite", "error", 503, "body.4", "forward: ...", {"inf": 3}, ["clip=norm"])
-    found = doctor.diagnose_run(hand_made_run(tmp_path, recorded=[located]))
-    assert [(d["kind"], d["step"], d["where"]) for d in found] == [("overfitting", 500, "val_loss"),
+    located = Diagnosis("nonfinite", "error", 503, "body.4", "forward: ...", {"inf": 3}, ["clip=norm"])
+    found = report.diagnose_run(hand_made_run(tmp_path, recorded=[located.to_json()]))
+    assert [(d.kind, d.step, d.where) for d in found] == [("overfitting", 500, "val_loss"),
                                                                     ("nonfinite", 503, "body.4")]
-    assert doctor.main([str(tmp_path.parent)]) == 1  # a multirun-style parent directory works too
-    assert doctor.main([str(tmp_path / "nowhere")]) == 2
+    assert report.main([str(tmp_path.parent)]) == 1  # a multirun-style parent directory works too
+    assert report.main([str(tmp_path / "nowhere")]) == 2
     assert "not a trainlab run directory" in capsys.readouterr().err
 
 
@@ -455,12 +465,12 @@ def test_high_lr_without_clipping_diverges(train):
     summary, run_dir = train(*fast("optimizer=sgd", "optimizer.lr=3", "clip=none", "schedule=constant",
                                    "trainer.max_steps=60"))
     assert summary["status"] == "diverged"
-    found = [d for d in doctor.diagnose_run(run_dir) if d["kind"] == "nonfinite"]
-    assert [d["step"] for d in found] == [summary["steps"]]  # the loop stops before the non-finite update
-    assert found[0]["where"] == "body.4.weight" and "overflows" in found[0]["message"]  # finite grads, inf norm
-    assert found[0]["fixes"] == ["optimizer.lr=0.3", "clip=norm", "schedule=warmup_cosine"]
+    found = [d for d in report.diagnose_run(run_dir) if d.kind == "nonfinite"]
+    assert [d.step for d in found] == [summary["steps"]]  # the loop stops before the non-finite update
+    assert found[0].where == "body.4.weight" and "overflows" in found[0].message  # finite grads, inf norm
+    assert found[0].fixes == ["optimizer.lr=0.3", "clip=norm", "schedule=warmup_cosine"]
     (run_dir / "diagnosis.json").unlink()  # without the located one: from the summary
-    assert [(d["step"], d["where"]) for d in doctor.diagnose_run(run_dir) if d["kind"] == "nonfinite"] == [
+    assert [(d.step, d.where) for d in report.diagnose_run(run_dir) if d.kind == "nonfinite"] == [
         (summary["steps"], "")]
 
 
@@ -481,31 +491,36 @@ def test_lr_10_kills_the_relus():
         opt.step()
         opt.zero_grad()
     stats, found = signals.signal_health(model, xb, yb, CE, cfg, 2)
-    dead = [d for d in found if d["kind"] == "dead_relu"]
-    assert [d["where"] for d in dead] == ["body.2", "body.6"] and stats["health/dead_frac/body.2"] > 0.5
-    assert dead[0]["fixes"][:2] == ["optimizer.lr=3.33", "model.activation=gelu"]
+    dead = [d for d in found if d.kind == "dead_relu"]
+    assert [d.where for d in dead] == ["body.2", "body.6"] and stats["health/dead_frac/body.2"] > 0.5
+    assert dead[0].fixes[:2] == ["optimizer.lr=3.33", "model.activation=gelu"]
+
+
+def findings(run_dir):
+    """What the doctor found in a run, its verdict aside (test_verdicts checks those)."""
+    return [d for d in report.diagnose_run(run_dir) if d.kind != "verdict"]
 
 
 def test_lr_1e7_plateaus(train):
     _, run_dir = train(*fast("optimizer.lr=1e-7", "schedule=constant", "trainer.max_steps=250",
                              "trainer.log_every=10", "trainer.eval_every=100"))
-    found = doctor.diagnose_run(run_dir)
-    assert [(d["kind"], d["step"]) for d in found] == [("plateau", 80)]  # 0.3 x 250 steps flat
-    assert found[0]["fixes"][0] == "optimizer.lr=3e-07"
+    found = findings(run_dir)
+    assert [(d.kind, d.step) for d in found] == [("plateau", 80)]  # 0.3 x 250 steps flat
+    assert found[0].fixes[0] == "optimizer.lr=3e-07"
 
 
 def test_batchnorm_with_batch_2_smells(train):
     _, run_dir = train(*fast("norm=batchnorm", "data.batch_size=2"))
-    assert [(d["kind"], d["where"]) for d in doctor.diagnose_run(run_dir)] == [("smell", "norm")]
+    assert [(d.kind, d.where) for d in findings(run_dir)] == [("smell", "norm")]
 
 
 def test_large_mlp_on_few_samples_overfits(train):
     _, run_dir = train(*fast("data=blobs", "data.num_samples=200", "data.difficulty=1.0", "model.width=512",
                              "optimizer.weight_decay=0.0", "schedule=constant", "trainer.max_steps=400",
                              "trainer.log_every=10", "trainer.eval_every=25"))
-    found = doctor.diagnose_run(run_dir)
-    assert [d["kind"] for d in found] == ["overfitting"]
-    assert "regularization=dropout" in found[0]["fixes"]
+    found = findings(run_dir)
+    assert [d.kind for d in found] == ["overfitting"]
+    assert "regularization=dropout" in found[0].fixes
 
 
 @pytest.mark.slow
@@ -513,4 +528,4 @@ def test_large_mlp_on_few_samples_overfits(train):
 def test_default_runs_get_no_alarm(train, model, data):
     summary, run_dir = train(f"model={model}", f"data={data}", "trainer.progress=false")
     assert summary["status"] == "completed"
-    assert [d for d in doctor.diagnose_run(run_dir) if d["severity"] != "info"] == []
+    assert [d for d in report.diagnose_run(run_dir) if d.severity != "info"] == []

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.conftest import compose_cfg
 from trainlab.config import options
 from trainlab.parts.models import MLP, Transformer
 from trainlab.parts.optimizers.muon import NS_COEFFICIENTS, Muon, orthogonalize
@@ -257,7 +258,7 @@ def test_param_groups_split_by_decay_and_lr_scale():
 
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_lr_scale_survives_every_schedule(schedule):
-    num_steps, node = 200, options("schedule")[schedule]
+    num_steps, node = 200, compose_cfg(f"schedule={schedule}", "trainer.max_steps=200")["schedule"]
     multiplier = partial(SCHEDULES[schedule], num_steps=num_steps, **{k: v for k, v in node.items() if k != "name"})
     for name in OPTIMIZERS:
         model = mlp()

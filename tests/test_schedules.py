@@ -32,14 +32,20 @@ def kwargs_of(fn):
 
 
 def shipped(name, num_steps):
-    """The YAML defaults of schedule=name, with any warmup shortened to fit a num_steps run."""
-    kw = {k: v for k, v in options("schedule")[name].items() if k != "name"}
-    if "warmup_steps" in kw:
-        kw["warmup_steps"] = min(kw["warmup_steps"], num_steps // 3)
-    return kw
+    """The composed defaults of schedule=name for a num_steps run (a shipped warmup adapts: min(50, num_steps//10))."""
+    return {k: v for k, v in compose_cfg(f"schedule={name}", f"trainer.max_steps={num_steps}")["schedule"].items()
+            if k != "name"}
+
+
+def test_shipped_warmup_adapts_to_short_runs_and_an_explicit_one_is_kept():
+    for name in WITH_WARMUP_SHIPPED:
+        assert [shipped(name, n)["warmup_steps"] for n in (1, 30, 499, 600, 5000)] == [0, 3, 49, 50, 50]
+        assert compose_cfg(f"schedule={name}", "schedule.warmup_steps=7", "trainer.max_steps=30")["schedule"][
+            "warmup_steps"] == 7
 
 
 WITH_WARMUP = [n for n, fn in SCHEDULES.items() if "warmup_steps" in kwargs_of(fn)]
+WITH_WARMUP_SHIPPED = ["warmup_cosine", "warmup_linear", "wsd"]  # the ones whose YAML warms up by default
 
 
 def test_every_schedule_has_a_yaml_whose_keys_are_its_kwargs():

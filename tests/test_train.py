@@ -17,7 +17,8 @@ def test_default_run_reaches_95_percent_on_digits(train):
     assert summary["status"] == "completed" and summary["steps"] == 600
     assert summary["final"]["val_acc"] >= 0.95
     assert summary["objective"] == {"name": "val_acc", "value": summary["final"]["val_acc"]}
-    assert summary["diagnoses"] == []  # the doctor raises no false alarm on a healthy default run
+    assert summary["diagnoses"] == [{"kind": "verdict", "severity": "info", "step": 599, "where": "run"}]  # no alarm
+    assert summary["verdict"]["evidence"]["verdict"] == "learned"
 
 
 def test_run_files_hold_the_metrics(train):
@@ -40,16 +41,16 @@ def test_run_files_hold_the_metrics(train):
 
     events = EventAccumulator(str(run_dir)).Reload()  # TensorBoard's own reader
     tags = events.Tags()["scalars"]
-    for tag in ("train/loss", "val/loss", "val/acc", "opt/lr", "opt/grad_norm", "opt/clipped"):
+    for tag in ("loss/train", "loss/val", "accuracy/val", "accuracy/train", "opt/lr", "opt/grad_norm", "opt/clipped"):
         assert tag in tags
-    assert [e.step for e in events.Scalars("val/acc")] == [0, 20, 39]
-    assert events.Scalars("train/loss")[-1].value == pytest.approx(rows[-1]["train_loss"], rel=1e-6)
+    assert [e.step for e in events.Scalars("accuracy/val")] == [0, 20, 39]
+    assert events.Scalars("loss/train")[-1].value == pytest.approx(rows[-1]["train_loss"], rel=1e-6)
     # the HPARAMS tab: hyperparameters and final metrics in the same run (not a sub-directory)
     hparams = events.PluginTagToContent("hparams")
     assert "_hparams_/experiment" in hparams and "_hparams_/session_start_info" in hparams
-    assert b"optimizer.lr" in hparams["_hparams_/session_start_info"]
+    assert b"trainer.max_steps" in hparams["_hparams_/session_start_info"]  # set here, so shown
     assert events.Scalars("hparam/val_acc")[0].value == pytest.approx(summary["final"]["val_acc"])
-    assert [p for p in run_dir.iterdir() if p.is_dir()] == []
+    assert [p.name for p in run_dir.iterdir() if p.is_dir()] == ["checkpoints"]  # no TensorBoard sub-run
 
 
 def test_same_seed_same_metrics(train):

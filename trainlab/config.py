@@ -5,6 +5,7 @@ is the key's type. `check_overrides(argv)` rejects a command-line key that no op
 with `+`), `validate(cfg)` checks the composed config: keys, types, ranges and choices.
 """
 import difflib
+import math
 from functools import cache
 from pathlib import Path
 
@@ -18,7 +19,9 @@ GROUPS = ("trainer", "model", "data", "optimizer", "schedule", "norm", "init", "
 CHOICES = {
     "model.activation": ("relu", "gelu", "tanh"),
     "model.norm_position": ("pre", "post"),
-    "trainer.device": ("auto", "cpu", "cuda"),
+    "trainer.device": ("auto", "cpu", "cuda", "mps"),
+    "trainer.nonfinite_check": ("auto", "step", "deferred"),
+    "model.readout": ("auto", "last", "all"),
     "trainer.objective": ("val_acc", "val_loss"),
     "trainer.on_nonfinite": ("stop", "skip", "rollback"),
     "init.distribution": ("normal", "uniform"),
@@ -57,6 +60,9 @@ RULES = {
     "n_heads": _count, "d_ff": _count, "num_samples": _count, "num_features": _count,
     "num_classes": (lambda v: v >= 2, "an integer >= 2"), "p": (lambda v: v >= 2, "an integer >= 2"),
     "threads": (lambda v: v >= 0, "an integer >= 0 (0 = automatic)"),
+    "devices": _count, "ckpt_every": (lambda v: v >= 0, "an integer >= 0 (0 = never)"), "ckpt_keep": _count,
+    "last_n": _count, "target": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and
+                                 math.isfinite(v), "a finite number (or null: no target)"),
     "warmup_steps": (lambda v: v >= 0, "an integer >= 0 (0 = no warmup)"), "difficulty": _positive,
     "pct_start": (lambda v: 0 < v < 1, "a number in (0, 1)"),
     "div_factor": (lambda v: v >= 1, "a number >= 1"), "final_div_factor": (lambda v: v >= 1, "a number >= 1"),
@@ -64,6 +70,31 @@ RULES = {
     "min_lr_frac": _unit, "power": _positive, "clipping": _positive,
     "decay_frac": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
 }
+
+
+def warmup_default(steps, max_steps):
+    """A shipped warmup: `steps`, but at most a tenth of the run, so the defaults compose for any max_steps >= 1."""
+    return min(int(steps), int(max_steps) // 10)
+
+
+def register_resolvers():
+    """${trainlab_warmup:50,${trainer.max_steps}} in conf/schedule/; ${trainlab_safe:TEXT} for the sweep subdir."""
+    def safe(text):
+        from trainlab.runs.rundir import safe_name
+
+        return safe_name(text)
+
+    if not OmegaConf.has_resolver("trainlab_warmup"):
+        OmegaConf.register_new_resolver("trainlab_warmup", warmup_default)
+        OmegaConf.register_new_resolver("trainlab_safe", safe)
+
+
+def _typed_default(default, cfg):
+    """The default a key's type comes from: ${group.key} -> that key's default; ${trainlab_warmup:...} -> an int."""
+    if default.startswith("${trainlab_warmup:"):
+        return 0
+    target_group, target_key = default[2:-1].split(".")
+    return options(target_group)[cfg[target_group]["name"]][target_key]
 
 
 class ConfigError(ValueError):
@@ -90,10 +121,12 @@ def _group_keys(group):
     return sorted({k for opt in options(group).values() for k in opt if k != "name"})
 
 
-def _default_options():
-    """{group: option} from the defaults list of conf/train.yaml."""
+def default_options(model=None):
+    """{group: option} from the defaults list of conf/train.yaml; `norm: ${model}` resolved for this model."""
     entries = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "train.yaml"))["defaults"]
-    return {k: v for e in entries if isinstance(e, dict) for k, v in e.items()}
+    found = {k: v for e in entries if isinstance(e, dict) for k, v in e.items()}
+    model = model or found["model"]
+    return {k: model if v == "${model}" else v for k, v in found.items()}
 
 
 def _not_a_setting(group, key, name):
@@ -112,10 +145,12 @@ def check_overrides(args):
         overrides = OverridesParser.create().parse_overrides(candidates)
     except Exception:
         return  # Hydra reports syntax errors itself, with the position
-    chosen = {g: [o] for g, o in _default_options().items()}
+    chosen = {g: [o] for g, o in default_options().items()}
     for o in overrides:
         if o.key_or_group in GROUPS:
             chosen[o.key_or_group] = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+    if not any(o.key_or_group == "norm" for o in overrides):
+        chosen["norm"] = chosen["model"]  # each model's standard norm (norm/<model>.yaml)
     experiment = any(o.key_or_group == "experiment" for o in overrides)  # a preset may switch options: be lenient
     every_key = [f"{g}.{k}" for g in GROUPS for k in _group_keys(g)]
     for o in overrides:
@@ -141,9 +176,11 @@ def _type_error(key, value, default):
     if isinstance(default, bool):
         ok, what = isinstance(value, bool), "true or false"
     elif isinstance(default, int):
-        ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        ok, what = isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63, \
+            "an integer (below 2**63)"
     elif isinstance(default, float):
-        ok, what = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        ok, what = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), \
+            "a finite number"
     elif isinstance(default, str):
         ok, what = isinstance(value, str), "a string"
     elif isinstance(default, list):
@@ -176,8 +213,7 @@ def validate(cfg):
                 raise ConfigError(f"{full} is missing (default {default!r})")
             value = node[key]
             if isinstance(default, str) and default.startswith("${"):  # typed by the default it points to
-                target_group, target_key = default[2:-1].split(".")
-                default = options(target_group)[cfg[target_group]["name"]][target_key]
+                default = _typed_default(default, cfg)
             problem = _type_error(full, value, default)
             if problem:
                 raise ConfigError(problem)
@@ -192,7 +228,8 @@ def _check_relations(cfg):
     steps = cfg["trainer"]["max_steps"]
     warmup = cfg["schedule"].get("warmup_steps")
     if warmup is not None and warmup >= steps:
-        raise ConfigError(f"schedule.warmup_steps={warmup}: must be < trainer.max_steps={steps}")
+        raise ConfigError(f"schedule.warmup_steps={warmup}: must be < trainer.max_steps={steps}; e.g. "
+                          f"schedule.warmup_steps={steps // 10} (a tenth of the run)")
     sched = cfg["schedule"]
     if sched["name"] == "wsd" and sched["warmup_steps"] + round(sched["decay_frac"] * steps) > steps:
         raise ConfigError(f"schedule.warmup_steps={sched['warmup_steps']} runs into the cooldown (the last "
@@ -207,3 +244,6 @@ def _check_relations(cfg):
     model = cfg["model"]
     if model["name"] == "transformer" and model["d_model"] % model["n_heads"]:
         raise ConfigError(f"model.n_heads={model['n_heads']}: must divide model.d_model={model['d_model']}")
+
+
+register_resolvers()  # every composition of conf/ (the CLI, the API, tests, joblib workers) imports this module

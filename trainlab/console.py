@@ -6,14 +6,18 @@ from rich.table import Table
 console = Console()
 
 
-def print_config(cfg, run_dir, threads, device):
-    table = Table(title=f"trainlab run -> {run_dir}", title_justify="left", show_header=False, box=None)
+def print_config(cfg, run_dir, threads, device, init_note=None, processes=1):
+    from rich.markup import escape
+
+    table = Table(title=f"trainlab run -> {escape(str(run_dir))}", title_justify="left", show_header=False, box=None)
     for group, node in cfg.items():
         shown = node.items() if group != "doctor" else []  # its thresholds: `trainlab --cfg job` shows them
         settings = "  ".join(f"{k}={v}" for k, v in shown if k != "name")
-        table.add_row(f"[bold]{group}[/]", f"[cyan]{node.get('name', '')}[/]", settings)
+        if group == "init" and init_note:
+            settings = f"{settings}  ({init_note})".strip()
+        table.add_row(f"[bold]{group}[/]", f"[cyan]{escape(str(node.get('name', '')))}[/]", escape(settings))
     console.print(table)
-    console.print(f"device={device}  torch threads={threads}")
+    console.print(f"device={device}  torch threads={threads}" + (f"  processes={processes}" if processes > 1 else ""))
 
 
 def progress(total, enabled):
@@ -36,14 +40,30 @@ def print_summary(summary, run_dir):
     table.add_column("metric")
     table.add_column("final", justify="right")
     table.add_column("best", justify="right")
-    for key in ("train_loss", "val_loss", "val_acc"):
+    shown = ("train_loss", "train_acc", "val_loss", "val_acc", "val_loss_ema", "val_acc_ema", "val_ece", "val_conf")
+    for key in shown:
         final, best = summary["final"].get(key), summary["best"].get(key)
+        if final is None and best is None:
+            continue
         best_at = f" (step {summary['best'][key + '_step']})" if best is not None else ""
         table.add_row(key, "-" if final is None else f"{final:.4f}", "-" if best is None else f"{best:.4f}{best_at}")
     console.print(table)
     if summary["error"]:
         console.print(f"[red]error:[/] {summary['error']}", soft_wrap=True)
-    console.print(f"{summary['wall_time_s']:.1f} s, {summary['steps_per_s']:.0f} steps/s; files in {run_dir}")
+    speed = f", {summary['steps_per_s']:.0f} steps/s" if summary.get("steps_per_s") else ""
+    console.print(f"{summary['wall_time_s']:.1f} s{speed}; files in {run_dir}", soft_wrap=True)
+
+
+def print_verdict(verdict):
+    """The run's one-line verdict (learned, did not learn, unstable, diverged, overfitting) and its first fix."""
+    if not verdict:
+        return
+    style = {"error": "red", "warning": "yellow", "info": "green"}[verdict["severity"]]
+    name = verdict["evidence"].get("verdict", "").replace("_", " ")
+    line = f"verdict: [{style}]{name}[/] - {verdict['message']}"
+    if verdict["fixes"]:
+        line += f"; try {verdict['fixes'][0]}"
+    console.print(line, soft_wrap=True)
 
 
 def print_sweep(rows, sweep_dir):

@@ -1,33 +1,36 @@
-"""THE training loop: build everything from the validated config, then one `for step` loop.
+"""THE training loop: build everything from the validated config, then one loop over optimizer steps.
 
     summary = run(cfg, run_dir)     # cfg: plain dict of groups (see conf/train.yaml)
 
-Writes metrics.jsonl, summary.json, config.yaml and TensorBoard events into run_dir. The loop state is explicit:
-the step (the data position is a pure function of it, data.batch_at), the model, optimizer and schedule.
+Its state is one record (state.LoopState). The data position is a pure function of the step (data.batch_at), so a
+checkpoint of that record resumes exactly: `trainer.resume=auto`. Run files: runs/files.py; the doctor: doctor/.
 """
-import copy
 import math
 import os
 import time
 
 import torch
-import torch.nn.functional as F
-import yaml
 
-from trainlab import console
-from trainlab.parts.clip import build_clip
+from trainlab import console, distributed
 from trainlab.config import ConfigError
+from trainlab.doctor import Doctor
+from trainlab.doctor.report import print_brief, run_overrides, show
+from trainlab.doctor.signals import by_layer, snapshot, update_ratio
+from trainlab.parts.clip import build_clip
 from trainlab.parts.data import batch_at, build_data
-from trainlab.doctor.report import WATCH_KEYS, brief, config_smells, confirmed, new_watch, observe, print_brief, report
 from trainlab.parts.inits import build_init
-from trainlab.runs.files import finite_or_none, log_hparams, log_row, open_writer, write_json
 from trainlab.parts.models import build_model
 from trainlab.parts.norms import build_norm
+from trainlab.parts.objectives import evaluate, per_sample_loss, plain_loss, resolve_task
 from trainlab.parts.optim import build_optimizer
 from trainlab.parts.precision import build_precision
-from trainlab.parts.regularization import build_ema, check_mixing, mix, mixed_loss
+from trainlab.parts.regularization import build_ema, check_mixing, mix
 from trainlab.parts.schedules import build_schedule
-from trainlab.doctor.signals import finite, locate_nonfinite, signal_health, snapshot, update_ratio
+from trainlab.runs.files import RunFiles, finite_or_none
+from trainlab.state import LoopState, StopRequest, capture, load_checkpoint, newest_checkpoint, restore, \
+    save_checkpoint
+
+TRAIN_EVAL = 2048  # train_acc: the first this-many training samples, evaluated like the validation split
 
 
 def usable_cores():
@@ -43,38 +46,31 @@ def auto_threads(model, parallel_jobs, small=1_000_000):
     return max(1, usable_cores() // parallel_jobs)
 
 
-def resolve_device(name):
+def resolve_device(name, rank=0):
+    """auto: cuda, then mps, then cpu. Several processes on one GPU machine: one GPU per local rank."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("trainer.device=cuda but no CUDA GPU is visible to torch; use trainer.device=auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.device=mps but this torch has no MPS (Apple GPU); use trainer.device=auto or cpu")
+    if name == "cuda" and distributed.rank_world()[1] > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
     return torch.device(name)
-
-
-@torch.no_grad()
-def evaluate(model, x, y, autocast, chunk=2048):
-    """Mean cross-entropy (no label smoothing) and accuracy on the held-out split."""
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    for i in range(0, len(y), chunk):
-        with autocast():
-            logits = model(x[i:i + chunk]).float()
-        loss_sum += F.cross_entropy(logits, y[i:i + chunk], reduction="sum").item()
-        correct += (logits.argmax(-1) == y[i:i + chunk]).sum().item()
-    model.train()
-    return {"val_loss": loss_sum / len(y), "val_acc": correct / len(y)}
 
 
 def update_best(best, row, step):
     """Keep the best val_acc / val_loss and the step each was reached at."""
     for key, sign in (("val_acc", 1), ("val_loss", -1)):
-        if key not in best or sign * (row[key] - best[key]) > 0:
+        if key in row and (key not in best or sign * (row[key] - best[key]) > 0):
             best[key], best[f"{key}_step"] = row[key], step
 
 
 def keep_good(model, opt):
-    """An in-memory copy of the last good model and optimizer state, for trainer.on_nonfinite=rollback."""
-    return copy.deepcopy({"model": model.state_dict(), "opt": opt.state_dict()})
+    """An in-memory copy of the model and optimizer state, for trainer.on_nonfinite=rollback."""
+    from trainlab.state import _clone
+
+    return _clone({"model": model.state_dict(), "opt": opt.state_dict()})
 
 
 def rollback(good, model, opt, schedule, lr_cut=0.1):
@@ -84,147 +80,278 @@ def rollback(good, model, opt, schedule, lr_cut=0.1):
     schedule.base_lrs = [lr * lr_cut for lr in schedule.base_lrs]
     for group in opt.param_groups:
         group["lr"] *= lr_cut
+        group["base_lr"] *= lr_cut
     opt.zero_grad(set_to_none=True)
 
 
-def run(cfg, run_dir, parallel_jobs=1):
-    """Train one configuration; return the summary (also written to run_dir/summary.json)."""
-    t_start = time.perf_counter()
-    tr, reg, doc = cfg["trainer"], cfg["regularization"], cfg["doctor"]
-    device = resolve_device(tr["device"])
+def resume_point(cfg, run_dir, world):
+    """(path, snapshot) of the checkpoint trainer.resume names (auto: the newest complete one here), or Nones."""
+    where = cfg["trainer"]["resume"]
+    if where == "never":
+        return None, None
+    if where == "auto":
+        return newest_checkpoint(run_dir / "checkpoints", cfg, world)
+    path = os.path.expanduser(where)
+    if not os.path.isfile(path):
+        raise ConfigError(f"trainer.resume={where}: no such checkpoint file (use auto, never, or a step-*.pt path)")
+    return path, load_checkpoint(path, cfg, world)
 
-    # --- build: data -> model -> init -> param groups -> optimizer -> schedule
+
+def nonfinite(loss, grad_norm):
+    """A 0-d bool tensor on the device: is this step's loss (or measured grad norm) NaN/inf? No host sync."""
+    bad = ~torch.isfinite(loss.detach())
+    return bad if grad_norm is None else bad | ~torch.isfinite(grad_norm)
+
+
+def run(cfg, run_dir, parallel_jobs=1, keep=None):
+    """Train one configuration; return the summary (also written to run_dir/summary.json). keep: a dict that
+    receives the trained model under "model" (the Python API returns it)."""
+    if cfg["trainer"]["devices"] > 1 and distributed.rank_world()[1] == 1:
+        return distributed.launch(cfg, run_dir, parallel_jobs)  # N ranks, each back in here
+    t_start = time.perf_counter()
+    tr, reg = cfg["trainer"], cfg["regularization"]
+    rank, world = distributed.rank_world()
+    device = resolve_device(tr["device"], rank)
+
+    # --- build: data -> model -> init -> param groups -> optimizer -> schedule (no file is written before it works)
     torch.manual_seed(tr["seed"])
     (x_train, y_train), (x_val, y_val), meta = build_data(cfg["data"], device)
+    task, y_train, y_val = resolve_task(meta, cfg["model"], y_train, y_val)
     check_mixing(reg, meta)
     model = build_model(cfg["model"], meta, build_norm(cfg["norm"]), reg["dropout"], reg["drop_path"]).to(device)
     threads = tr["threads"] or auto_threads(model, parallel_jobs)
     torch.set_num_threads(threads)  # per job: Hydra's basic launcher runs every job in one process
-    console.print_config(cfg, run_dir, threads, device)
-    build_init(cfg["init"], cfg["model"]["activation"])(model)
+    gain = build_init(cfg["init"], cfg["model"]["activation"])(model)
     opt = build_optimizer(cfg["optimizer"], model)
     schedule = build_schedule(cfg["schedule"], opt, tr["max_steps"])
     clip = build_clip(cfg["clip"], model)
     autocast, scaler = build_precision(cfg["precision"], device)
     ema = build_ema(model, reg["ema_decay"])
-    mixing = reg["mixup_alpha"] > 0 or reg["cutmix_alpha"] > 0
-    params = [p for p in model.parameters() if p.requires_grad]
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))  # files only once the build worked
-    writer, jsonl = open_writer(run_dir), open(run_dir / "metrics.jsonl", "w")
-    watching = doc["name"] != "off"
-    watch = new_watch(cfg, **{k: doc[k] for k in WATCH_KEYS})
-    diagnoses = report(config_smells(cfg, doc["small_batch"], doc["high_lr"]) if watching else [], run_dir, writer,
-                       console.console)
-    health = dict(vanish=doc["vanish"], explode=doc["explode"], dead=doc["dead"], saturated=doc["saturated"])
-    plain_loss = F.cross_entropy  # what the doctor's extra passes measure
-    policy, nonfinite = tr["on_nonfinite"], {"skipped": 0, "rollbacks": 0}
-    good = keep_good(model, opt) if policy == "rollback" else None
+    net = distributed.wrap(model, device) if world > 1 else model  # DDP averages the gradients in backward
+    if world > 1:
+        torch.manual_seed(tr["seed"] + rank)  # one init for all (DDP broadcasts rank 0's), dropout masks per rank
+    state = LoopState(model, opt, schedule, scaler, ema, Doctor.new(cfg))
+    if keep is not None:  # the Python API returns the model; tests compare it with its initial weights
+        keep["model"], keep["initial"] = model, {k: v.clone() for k, v in model.state_dict().items()}
+    ckpt_path, ckpt = resume_point(cfg, run_dir, world)
+    if ckpt is not None:
+        restore(state, ckpt | {"rng": ckpt["rng"][rank]})
+    files = RunFiles.open(run_dir, cfg, device, start_step=state.step, write=rank == 0)
+    overrides = run_overrides(run_dir) if rank == 0 else []
+    loud = rank == 0
+    if loud:
+        console.print_config(cfg, run_dir, threads, device, gain, world)
+        if ckpt is not None:
+            console.console.print(f"resumed from {ckpt_path} at step {state.step}")
+        else:
+            show(state.doctor.at_start(cfg["data"]["batch_size"] // world), overrides, console.console)
+        files.findings(state.doctor.findings, overrides)
 
     # --- train
-    status, error, done, stopped_early, last, best = "completed", None, 0, None, {}, {}
-    last_step, objective = tr["max_steps"] - 1, tr["objective"]
-    progress = console.progress(tr["max_steps"], enabled=tr["progress"])
-    t_loop = time.perf_counter()
+    bs, last_step, policy = cfg["data"]["batch_size"], tr["max_steps"] - 1, tr["on_nonfinite"]
+    mixing = reg["mixup_alpha"] > 0 or reg["cutmix_alpha"] > 0
+    plain = plain_loss(task)  # what the doctor's extra passes measure: no smoothing, no mixing
+    deferred = tr["nonfinite_check"] == "deferred" or (tr["nonfinite_check"] == "auto" and device.type == "cuda")
+    flag, snap, replay_until = torch.zeros((), dtype=torch.bool, device=device), None, -1
+    status, error, stopped_early, t_loop = "completed", None, None, time.perf_counter()
+    if policy == "rollback" and state.good is None:
+        state.good = keep_good(model, opt)
+    stop, progress = StopRequest(console.console if loud else None), console.progress(tr["max_steps"], tr["progress"]
+                                                                                         and loud)
     try:
-        with progress:
-            for step in range(tr["max_steps"]):
-                x, y = batch_at(step, x_train, y_train, cfg["data"]["batch_size"], tr["seed"])
+        with stop, progress:
+            console.advance(progress, state.step, state.last)
+            if deferred:
+                snap = capture(state)
+            while state.step < tr["max_steps"]:
+                step = state.step
+                x, y = distributed.shard(*batch_at(step, x_train, y_train, bs, tr["seed"]), rank, world)
                 if hasattr(opt, "refresh_hessian") and step % opt.hessian_every == 0:
-                    opt.refresh_hessian(model, x)  # Sophia: Gauss-Newton-Bartlett estimate, before the update
+                    opt.refresh_hessian(net, x)  # Sophia: Gauss-Newton-Bartlett estimate, before the update
+                y2 = lam = None
                 if mixing:
                     x, y, y2, lam = mix(x, y, reg["mixup_alpha"], reg["cutmix_alpha"], meta.get("image_shape"))
                 with autocast():
-                    logits = model(x).float()
-                    if mixing:  # soft targets; label smoothing applied once, inside mixed_loss
-                        loss = mixed_loss(logits, y, y2, lam, reg["label_smoothing"])
-                    else:
-                        loss = F.cross_entropy(logits, y, label_smoothing=reg["label_smoothing"])
+                    losses = per_sample_loss(task, net(x).float(), y, reg["label_smoothing"], y2, lam)
+                    loss = losses.mean()
                 scaler.scale(loss).backward()
-                scaler.unscale_(opt)  # fp16: true gradients before the grad norm and clipping (no-op otherwise)
+                scaler.unscale_(opt)  # fp16: true gradients before the grad norm and clipping (a no-op otherwise)
                 log_now = step % tr["log_every"] == 0 or step == last_step
-                grad_norm, clipped = clip(log_now)  # pre-clip norm; measured only when logging
-                # fp16: an inf grad norm is the GradScaler's business (it skips the step and lowers the scale)
-                if watching and not finite(loss, None if scaler.is_enabled() else grad_norm):  # before the update
-                    if not nonfinite["skipped"] + nonfinite["rollbacks"]:  # explain the first one; count the rest
+                eval_now = step % tr["eval_every"] == 0 or step == last_step
+                health_now = loud and state.doctor.health_due(step)
+                requested = stop.requested if world == 1 else log_now and distributed.any_rank(stop.requested, device)
+                every = tr["ckpt_every"]  # 0: no checkpoints at all
+                ckpt_now = every > 0 and (requested or step == last_step or (step + 1) % every == 0)
+                grad_norm, clipped = clip(log_now or world > 1)  # pre-clip norm; every step with DDP (one verdict)
+                # fp16: an inf grad norm is the GradScaler's (it skips that update and lowers the scale)
+                bad = nonfinite(loss, None if scaler.is_enabled() else grad_norm)
+                if deferred and step > replay_until:  # GPU: no host sync per step; checked where rows are written
+                    flag |= bad
+                    if (log_now or eval_now or health_now or ckpt_now) and flag.item():
+                        restore(state, snap)  # replay from the last check, step by step, to catch the first one
+                        flag.zero_()
+                        replay_until = step
+                        opt.zero_grad(set_to_none=True)
+                        continue
+                elif bad.item():  # checked before the update: a non-finite step is never applied
+                    value = f"loss {loss.item():.4g}" + (f", grad norm {grad_norm.item():.4g}" if grad_norm is not None
+                                                         else "")
+                    if loud:
                         with autocast():  # re-run in the precision that failed (bf16/fp16 overflow is not fp32's)
-                            found = locate_nonfinite(model, x, y, plain_loss, cfg, step)
-                        diagnoses += report([found], run_dir, writer, console.console)
+                            show(state.doctor.nonfinite(model, x, y, plain, step), overrides, console.console)
                     if policy == "stop":
                         status = "diverged"
                         break
                     if policy == "rollback":
-                        rollback(good, model, opt, schedule)
+                        rollback(state.good, model, opt, schedule)
                     opt.zero_grad(set_to_none=True)
                     scaler.update()
-                    nonfinite["skipped" if policy == "skip" else "rollbacks"] += 1
+                    state.counts["skipped" if policy == "skip" else "rollbacks"] += 1
+                    if loud:
+                        lr_after = opt.param_groups[0]["lr"] if policy == "rollback" else None
+                        show(state.doctor.intervened("skipped" if policy == "skip" else "rollback", step, value,
+                                                     lr_after), overrides, console.console)
+                        files.findings(state.doctor.findings, overrides)
                     schedule.step()
-                    done = step + 1
+                    state.step = step + 1
                     continue
-                check_health = watching and doc["health_every"] and step % doc["health_every"] == 0
-                if check_health:  # one extra pass with hooks; nothing per step
-                    stats, found = signal_health(model, x, y, plain_loss, cfg, step, **health)
-                    diagnoses += report(confirmed(watch, found), run_dir, writer, console.console)
+                if health_now:  # one isolated extra pass with hooks; nothing per step
+                    stats, found = state.doctor.health(model, x, y, plain, step)
+                    show(found, overrides, console.console)
                     before = snapshot(model)
                 lr = opt.param_groups[0]["lr"]  # the lr this update uses
+                scale = scaler.get_scale() if scaler.is_enabled() else None
                 scaler.step(opt)
                 scaler.update()
                 opt.zero_grad(set_to_none=True)
-                schedule.step()  # once per optimizer update
-                done = step + 1  # optimizer updates applied (a skipped or rolled-back step counts: the schedule moved)
+                if scale is None or scaler.get_scale() >= scale:
+                    schedule.step()  # once per applied update: not when fp16's scaler skipped it
+                else:
+                    state.counts["scaler_skipped"] += 1
                 if ema is not None:
                     ema.update_parameters(model)
+                state.step = step + 1
 
                 row = {}
                 if log_now:  # .item() syncs a GPU: only at the log interval
-                    row = {"train_loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(),
+                    value = loss.item() if world == 1 else distributed.mean(loss.item(), device)
+                    row = {"train_loss": value, "train_loss_se": (losses.detach().std() / len(losses) ** 0.5).item()
+                           if len(losses) > 1 else 0.0, "lr": lr, "grad_norm": grad_norm.item(),
                            "clipped": float(clipped.item())}
-                if check_health:
+                if health_now:
                     stats |= update_ratio(model, before)
-                    row["update_ratio"] = stats.pop("update_ratio")  # log_row writes it as opt/update_ratio
-                    for tag, v in stats.items():
-                        writer.add_scalar(tag, v, step)
-                if step % tr["eval_every"] == 0 or step == last_step:
-                    row |= evaluate(model, x_val, y_val, autocast)
+                    row["update_ratio"] = stats.pop("update_ratio")
+                    files.health(step, by_layer(stats))
+                if eval_now and loud:
+                    row |= evaluate(model, x_val, y_val, task, autocast)
+                    if task != "regress":  # accuracy on a fixed training subset, measured like validation
+                        row["train_acc"] = evaluate(model, x_train[:TRAIN_EVAL], y_train[:TRAIN_EVAL], task,
+                                                    autocast, "train")["train_acc"]
                     if ema is not None:
-                        row |= {f"{k}_ema": v for k, v in evaluate(ema, x_val, y_val, autocast).items()}
-                    update_best(best, row, step)
-                if row:
-                    log_row(step, row, writer, jsonl)
-                    last |= row
-                    console.advance(progress, step + 1, last)
+                        row |= {f"{k}_ema": v for k, v in evaluate(ema, x_val, y_val, task, autocast).items()
+                                if k in ("val_loss", "val_acc")}
+                    update_best(state.best, row, step)
+                    state.first = state.first or {k: v for k, v in row.items() if k.startswith("val_")}
+                    target = tr["target"]
+                    if target is not None and tr["objective"] in row and tr["objective"] not in state.reached:
+                        value = row[tr["objective"]]
+                        if value >= target if tr["objective"] == "val_acc" else value <= target:
+                            state.reached[tr["objective"]] = step
+                if row and loud:
+                    files.row(step, row)
+                    state.last |= row
+                    if "train_loss" in row:
+                        state.losses = [(s, v) for s, v in state.losses if s > step - tr["last_n"]] + \
+                            [(step, row["train_loss"])]
+                    console.advance(progress, step + 1, state.last)
                     if not math.isfinite(row.get("train_loss", 0.0)):
                         status = "diverged"  # the loss is NaN/inf: every later step would be too
-                        break
-                    if watching:
-                        diagnoses += report(observe(watch, step, row), run_dir, writer, console.console)
-                    if good is not None and "val_loss" in row and math.isfinite(row["val_loss"]):
-                        good = keep_good(model, opt)  # at eval steps: the state to roll back to
+                    show(state.doctor.after_row(step, row), overrides, console.console)
+                    files.findings(state.doctor.findings, overrides)
+                    if state.good is not None and math.isfinite(row.get("val_loss", math.nan)):
+                        state.good = keep_good(model, opt)  # at eval steps: the state to roll back to
                     patience = reg["early_stopping"] * tr["eval_every"]
-                    if patience and "val_acc" in row and step - best[f"{objective}_step"] >= patience:
+                    objective = tr["objective"]
+                    if patience and objective in row and step - state.best[f"{objective}_step"] >= patience:
                         stopped_early = step  # no better objective for `early_stopping` evaluations
-                        break
+                if world > 1 and (log_now or eval_now or ckpt_now):  # decisions rank 0 made: every rank follows
+                    stopped_early = step if distributed.any_rank(stopped_early is not None, device) else None
+                    status = "diverged" if distributed.any_rank(status == "diverged", device) else status
+                if status == "diverged":
+                    break
+                if ckpt_now or (stopped_early is not None and every > 0):
+                    rngs = distributed.gather(capture_rng()) if world > 1 else None
+                    if loud:
+                        save_checkpoint(run_dir / "checkpoints", state, cfg, tr["ckpt_keep"], world, rngs)
+                        files.flush()
+                if deferred and (log_now or eval_now or health_now or ckpt_now):
+                    snap = capture(state)
+                if stopped_early is not None:
+                    break
+                if requested:
+                    status = "interrupted"
+                    break
     except KeyboardInterrupt:
-        status = "interrupted"
+        status = "interrupted"  # a second Ctrl-C: no checkpoint of this step (the last one stays)
         raise
     except Exception as exc:
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         raise
     finally:
         t_end = time.perf_counter()
-        summary = {
-            "status": status, "error": error, "steps": done, "max_steps": tr["max_steps"],
-            "stopped_early": stopped_early,
-            "wall_time_s": round(t_end - t_start, 3), "steps_per_s": round(done / (t_end - t_loop), 2),
-            "final": {k: finite_or_none(v) for k, v in last.items() if k.startswith(("train_loss", "val_"))},
-            "best": best, "objective": {"name": objective, "value": finite_or_none(last.get(objective))},
-            "device": str(device), "threads": threads, "num_params": sum(p.numel() for p in params),
-            "nonfinite": nonfinite, "diagnoses": brief(diagnoses),
-        }
-        write_json(run_dir / "summary.json", summary)
-        hparams = {f"{g}.{k}": v for g in cfg if g != "trainer" for k, v in cfg[g].items()}
-        log_hparams(writer, hparams, {k: v for k, v in summary["final"].items() if v is not None})
-        writer.close()
-        jsonl.close()
-        console.print_summary(summary, run_dir)
-        print_brief(diagnoses, console.console)
+        summary = summarize(cfg, state, status, error, stopped_early, t_end - t_start, t_end - t_loop, meta, device,
+                            threads, world, model, ckpt_path)
+        if loud:
+            if status in ("completed", "diverged"):
+                show(state.doctor.at_end(summary, meta), overrides, console.console)
+            summary["verdict"] = next((d.to_json() for d in reversed(state.doctor.findings) if d.kind == "verdict"),
+                                      None)
+            summary["diagnoses"] = [d.brief() for d in state.doctor.findings]
+            files.findings(state.doctor.findings, overrides)
+            files.summary(summary)
+            files.hparams(hparams(cfg, overrides), {k: v for k, v in summary["final"].items() if v is not None})
+            console.print_summary(summary, run_dir)
+            print_brief([d for d in state.doctor.findings if d.kind != "verdict"], console.console)
+            console.print_verdict(summary["verdict"])
+        files.close()
     return summary
+
+
+def capture_rng():
+    from trainlab.state import rng_state
+
+    return rng_state()
+
+
+def hparams(cfg, overrides):
+    """The HPARAMS tab: each group's option, the keys set on the command line (a sweep's swept keys among them),
+    then seed and steps; not every constant of every group (the tab shows only a few columns at first)."""
+    out = {g: cfg[g]["name"] for g in ("optimizer", "schedule", "norm", "init", "clip", "regularization", "model",
+                                       "data", "precision")}
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        group, _, sub = key.partition(".")
+        if sub and group in cfg and sub in cfg[group]:
+            out[key] = cfg[group][sub]
+    return out | {"trainer.seed": cfg["trainer"]["seed"], "trainer.max_steps": cfg["trainer"]["max_steps"]}
+
+
+def summarize(cfg, state, status, error, stopped_early, wall, loop_time, meta, device, threads, world, model, ckpt):
+    tr, done = cfg["trainer"], state.step
+    final = {k: finite_or_none(v) for k, v in state.last.items() if k.startswith(("train_loss", "train_acc", "val_"))
+             and k != "train_loss_se"}
+    losses = [v for _, v in state.losses if v is not None and math.isfinite(v)]
+    return {
+        "status": status, "error": error, "steps": done, "max_steps": tr["max_steps"], "stopped_early": stopped_early,
+        "resumed_from": str(ckpt) if ckpt else None,
+        "wall_time_s": round(wall, 3), "loop_time_s": round(loop_time, 3),
+        "steps_per_s": round(done / loop_time, 2) if loop_time > 0 else None,
+        "final": final, "best": state.best, "first": state.first,
+        "objective": {"name": tr["objective"], "value": finite_or_none(state.last.get(tr["objective"]))},
+        "steps_to_target": state.reached.get(tr["objective"]), "target": tr["target"],
+        f"train_loss_last_{tr['last_n']}": sum(losses) / len(losses) if losses else None,
+        "spikes": len(state.doctor.watch.spikes), "nonfinite": state.counts,
+        "task": meta["task"], "chance": meta.get("chance"),
+        "device": str(device), "threads": threads, "processes": world,
+        "num_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }

@@ -1,1 +1,95 @@
-"""The training doctor: smells at start, watch per row, signal health, fixes, reports."""
+"""The training doctor: the loop talks to it in four verbs, each returning findings (Diagnosis records).
+
+    doctor = Doctor.new(cfg)
+    doctor.at_start()                              # config smells, before the first step
+    doctor.nonfinite(model, x, y, loss_fn, step)   # a NaN/inf loss or grad norm: where it first appeared
+    doctor.health(model, x, y, loss_fn, step)      # every doctor.health_every steps: (stats, findings)
+    doctor.after_row(step, row)                    # each logged row: spikes, plateau, overfitting
+    doctor.intervened(kind, step, ...)             # each skipped or rolled-back update
+    doctor.at_end(summary, meta)                   # the run's verdict
+
+The parts: smells.py (at start), watch.py (per row), signals.py (the extra passes), fixes.py (overrides to paste),
+verdict.py (at the end), report.py (panels, diagnosis.json, `trainlab doctor RUN_DIR`).
+"""
+from dataclasses import dataclass, field
+
+from trainlab.doctor.findings import Diagnosis
+from trainlab.doctor.fixes import lr_fix
+from trainlab.doctor.watch import WATCH_KEYS, Watch, confirmed, observe
+
+HEALTH_KEYS = ("vanish", "explode", "dead", "saturated")
+
+
+@dataclass
+class Doctor:
+    """The doctor's state for one run: its watch and every finding so far (a checkpoint saves both)."""
+    cfg: dict
+    on: bool
+    watch: Watch
+    findings: list = field(default_factory=list)
+
+    @classmethod
+    def new(cls, cfg):
+        doc = cfg["doctor"]
+        return cls(cfg, doc["name"] != "off", Watch.new(cfg, **{k: doc[k] for k in WATCH_KEYS}))
+
+    def _keep(self, found):
+        self.findings += found
+        return found
+
+    def at_start(self, per_process_batch=None):
+        from trainlab.doctor.smells import config_smells
+
+        doc = self.cfg["doctor"]
+        return self._keep(config_smells(self.cfg, doc["small_batch"], doc["high_lr"], per_process_batch)
+                          if self.on else [])
+
+    def nonfinite(self, model, x, y, loss_fn, step):
+        """Where the first NaN/inf of this step appeared (one re-run with hooks); explained once, then counted."""
+        from trainlab.doctor.signals import locate_nonfinite
+
+        if not self.on or any(d.kind == "nonfinite" for d in self.findings):
+            return []
+        return self._keep([locate_nonfinite(model, x, y, loss_fn, self.cfg, step)])
+
+    def health_due(self, step):
+        every = self.cfg["doctor"]["health_every"]
+        return self.on and every > 0 and step % every == 0
+
+    def health(self, model, x, y, loss_fn, step):
+        """One isolated pass with hooks: per-layer statistics, and the findings seen at two passes in a row."""
+        from trainlab.doctor.signals import signal_health
+
+        doc = self.cfg["doctor"]
+        stats, found = signal_health(model, x, y, loss_fn, self.cfg, step, **{k: doc[k] for k in HEALTH_KEYS})
+        return stats, self._keep(confirmed(self.watch, found))
+
+    def after_row(self, step, row):
+        return self._keep(observe(self.watch, step, row)) if self.on else []
+
+    def intervened(self, kind, step, loss, lr_after=None):
+        """A skipped update (kind "skipped") or a rollback to the last good state with the lr cut ("rollback")."""
+        where = "update"
+        if kind == "skipped":
+            message = (f"update {step} skipped: its loss or grad norm was non-finite ({loss}); the weights "
+                       "stay as they were and training goes on")
+            fixes = [lr_fix(self.cfg, 0.1), *(["clip=norm"] if self.cfg["clip"]["name"] != "norm" else [])]
+        else:
+            message = (f"step {step} was non-finite ({loss}): rolled back to the last good evaluation and cut "
+                       f"every learning rate 10x (now {lr_after:.3g})")
+            fixes = [f"optimizer.lr={lr_after:.3g}", *(["clip=norm"] if self.cfg["clip"]["name"] != "norm" else [])]
+        return self._keep([Diagnosis(kind, "warning", step, where, message,
+                                     {"lr_after": lr_after} if lr_after is not None else {}, fixes)])
+
+    def at_end(self, summary, meta):
+        """The run's verdict (learned, did not learn, unstable, diverged, overfitting) as a finding."""
+        from trainlab.doctor.verdict import verdict
+
+        return self._keep([verdict(self.cfg, summary, meta, self.findings, self.watch)])
+
+    def state_dict(self):
+        return {"watch": self.watch.state_dict(), "findings": [d.to_json() for d in self.findings]}
+
+    def load_state_dict(self, state):
+        self.watch.load_state_dict(state["watch"])
+        self.findings = [Diagnosis.from_json(d) for d in state["findings"]]

@@ -7,7 +7,7 @@ import shlex
 
 from omegaconf import OmegaConf
 
-from trainlab.config import CONF_DIR, options
+from trainlab.config import default_options, options
 
 FEATURE_DATA = ("digits", "blobs", "mnist", "fashion_mnist", "cifar10")  # mixup averages inputs: not tokens
 
@@ -92,15 +92,14 @@ def _value(v):
 
 def config_overrides(cfg):
     """The overrides that make cfg from the shipped defaults: changed group choices, then changed keys."""
-    defaults = {k: v for e in OmegaConf.load(CONF_DIR / "train.yaml")["defaults"] if not isinstance(e, str)
-                for k, v in e.items()}
+    defaults = default_options(cfg["model"]["name"])
+    defaults["norm"] = options("norm").get(defaults["norm"], {}).get("name")  # norm/<model>.yaml is an alias
     out = []
     for group, node in cfg.items():
         shipped = dict(options(group).get(node["name"] if group != "trainer" else "default", {}))
         for k, v in shipped.items():
-            if isinstance(v, str) and v.startswith("${"):  # follows another key, e.g. ${data.train_steps}
-                target_group, target_key = v[2:-1].split(".")
-                shipped[k] = cfg[target_group][target_key]
+            if isinstance(v, str) and v.startswith("${"):  # follows other keys: ${data.train_steps}, a warmup
+                shipped[k] = OmegaConf.create({**cfg, "_value": v})["_value"]
         if "name" in node and node["name"] != defaults.get(group):
             out.append(f"{group}={node['name']}")
         out += [f"{group}.{k}={_value(v)}" for k, v in node.items() if k != "name" and k in shipped and v != shipped[k]]

@@ -11,7 +11,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from trainlab.doctor.report import diagnosis
+from trainlab.doctor.findings import Diagnosis
 from trainlab.doctor.fixes import clip_fix, lr_fix, signal_fixes, warmup_fix
 
 ACTIVATIONS = (nn.ReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.LeakyReLU, nn.ELU)
@@ -52,7 +52,7 @@ def locate_nonfinite(model, x, y, loss_fn, cfg, step):
     or a gradient w.r.t. a module's output or input in backward order. Re-runs forward and backward once."""
     fixes = [lr_fix(cfg, 0.1), *clip_fix(cfg), *warmup_fix(cfg, 2)]
     fixes += ["precision=bf16"] if cfg["precision"]["name"] == "fp16" else []  # fp16 overflows at 65504
-    found = partial(diagnosis, "nonfinite", "error", step)
+    found = partial(Diagnosis, "nonfinite", "error", step)
     for name, p in model.named_parameters():
         if (bad := _what(p.detach())) is not None:
             return found(name, f"parameter {name} is {bad[0]}: an earlier update wrote it (its gradient or the step "
@@ -197,7 +197,7 @@ def _flags(stats, linears, outputs, cfg, step, vanish, explode, dead, saturated)
                 continue
             flagged.add(kind)
             label = "activation std" if tag == "act_std" else "gradient RMS"
-            found.append(diagnosis(
+            found.append(Diagnosis(
                 kind, "warning", step, name, f"{what} {kind}: layer {layer[name]} of {n} ({name}) has "
                 f"{label} {v:.1e}, {ratio:.1e} times {ref_desc}'s ({ref_name}, {ref:.1e})",
                 {tag: v, f"reference_{tag}": ref, "ratio": ratio, "layer": layer[name], "layers": n},
@@ -205,15 +205,27 @@ def _flags(stats, linears, outputs, cfg, step, vanish, explode, dead, saturated)
     for name, (module, _) in outputs.items():
         frac = stats.get(f"health/dead_frac/{name}", 0.0)
         if frac >= dead:
-            found.append(diagnosis("dead_relu", "warning", step, name, f"{frac:.0%} of the ReLU units in {name} "
+            found.append(Diagnosis("dead_relu", "warning", step, name, f"{frac:.0%} of the ReLU units in {name} "
                                    "output 0 for every sample of the batch: they no longer learn", {"dead_frac": frac},
                                    [lr_fix(cfg, 1 / 3), "model.activation=gelu", *signal_fixes(cfg)]))
         frac = stats.get(f"health/saturated/{name}", 0.0)
         if frac >= saturated:
-            found.append(diagnosis("vanishing", "warning", step, name, f"{frac:.0%} of the outputs of {name} "
+            found.append(Diagnosis("vanishing", "warning", step, name, f"{frac:.0%} of the outputs of {name} "
                                    f"({type(module).__name__}) are saturated (within 1 % of its limits): gradients "
                                    "vanish through it", {"saturated": frac}, fixes))
     return found
+
+
+def by_layer(stats):
+    """The per-module statistics of a health pass as rows in forward (depth) order, for health.jsonl and tables:
+    [{"layer": 1, "name": "body.0", "act_std": ..., "act_mean": ..., "grad_rms": ..., ...}, ...]."""
+    rows = {}
+    for tag, v in stats.items():
+        _, stat, name = tag.split("/", 2)
+        if stat == "update_ratio":
+            name = name.rsplit(".", 1)[0]  # body.0.weight -> body.0
+        rows.setdefault(name, {"name": name})[stat] = v
+    return [{"layer": i, **row} for i, row in enumerate(rows.values(), 1)]
 
 
 def finite(loss, grad_norm=None):

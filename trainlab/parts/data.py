@@ -159,7 +159,8 @@ def cifar10(root, limit):
 
 
 def text(path, context, stride, val_fraction):
-    """Character-level language modelling: windows of `context` characters, labelled by the next character.
+    """Character-level language modelling: windows of `context` characters; the labels are the next character at
+    every position (a per-position model predicts them all, the others the last one).
 
     The vocabulary is the sorted set of the file's characters; the last val_fraction of the text is the validation
     split, and no window crosses the split.
@@ -186,8 +187,8 @@ def text(path, context, stride, val_fraction):
                           f"data.stride={stride} would take {sum(w.numel() for w in windows) * 8 / 2**30:.1f} GiB; "
                           f"raise data.stride")
     w = torch.cat(windows).long()
-    return w[:, :-1], w[:, -1], {"kind": "tokens", "vocab_size": len(vocab), "num_classes": len(vocab),
-                                 "num_val": len(windows[1]), "vocab": "".join(vocab)}
+    return w[:, :-1], w[:, 1:], {"kind": "tokens", "vocab_size": len(vocab), "num_classes": len(vocab),
+                                 "num_val": len(windows[1]), "vocab": "".join(vocab), "sequence": True}
 
 
 DATASETS = {"digits": digits, "blobs": blobs, "modular_addition": modular_addition, "mnist": mnist,
@@ -225,6 +226,8 @@ def build_data(node, device):
     if node["batch_size"] > len(y_train):
         raise ConfigError(f"data.batch_size={node['batch_size']} is larger than the training split ({len(y_train)})")
     meta.update(shape=tuple(x_train.shape[1:]), num_train=len(y_train), num_val=len(y_val))
+    meta.setdefault("task", "classify")
+    meta["name"] = node["name"]
     return (x_train.to(device), y_train.to(device)), (x_val.to(device), y_val.to(device)), meta
 
 

@@ -88,9 +88,14 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
+    """Embedding + learned positions, n_layers Blocks, a final norm (pre-LN), a linear head. per_position: logits at
+    every position (a language model: attention is then causal), else at the last one only."""
+
     def __init__(self, seq_len, num_classes, n_layers, d_model, n_heads, d_ff, activation, norm_position, causal,
-                 norm_fn, dropout, drop_path=0.0, vocab_size=None):
+                 norm_fn, dropout, drop_path=0.0, vocab_size=None, per_position=False):
         super().__init__()
+        self.per_position = per_position
+        causal = causal or per_position  # a position must not see the token it predicts
         self.embed = nn.Embedding(vocab_size, d_model) if vocab_size else nn.Linear(1, d_model)
         self.pos = nn.Parameter(torch.randn(seq_len, d_model) * 0.02)
         rates = [drop_path * i / max(1, n_layers - 1) for i in range(n_layers)]  # 0 at the first block (timm)
@@ -103,7 +108,8 @@ class Transformer(nn.Module):
         x = self.embed(x if isinstance(self.embed, nn.Embedding) else x.unsqueeze(-1)) + self.pos
         for block in self.blocks:
             x = block(x)
-        return self.head(self.norm(x)[:, -1])  # read out the last position ("=" in the sequence tasks)
+        x = self.norm(x)
+        return self.head(x if self.per_position else x[:, -1])  # every position, or the last ("=" in the tasks)
 
 
 def mlp(meta, norm_fn, dropout, drop_path, **kwargs):
@@ -115,9 +121,9 @@ def mlp(meta, norm_fn, dropout, drop_path, **kwargs):
                vocab_size=meta.get("vocab_size"), **kwargs)
 
 
-def transformer(meta, norm_fn, dropout, drop_path, **kwargs):
+def transformer(meta, norm_fn, dropout, drop_path, readout, **kwargs):
     return Transformer(meta["shape"][0], meta["num_classes"], norm_fn=norm_fn, dropout=dropout, drop_path=drop_path,
-                       vocab_size=meta.get("vocab_size"), **kwargs)
+                       vocab_size=meta.get("vocab_size"), per_position=meta["task"] == "lm", **kwargs)
 
 
 MODELS = {"mlp": mlp, "transformer": transformer}

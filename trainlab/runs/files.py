@@ -1,42 +1,32 @@
-"""Run files: metrics.jsonl rows, TensorBoard scalars and hparams, summary.json.
+"""The files of one run directory, written so that any death leaves a true record.
 
-Keys of a metrics row map to TensorBoard tags grouped by prefix (train/, val/, opt/).
+    files = RunFiles.open(run_dir, cfg, start_step=0)   # config.yaml, provenance.json, metrics.jsonl, TensorBoard
+    files.row(step, row)          # one line of metrics.jsonl, flushed at once, and its TensorBoard scalars
+    files.findings(all_so_far)    # diagnosis.json (atomic) and a TensorBoard text entry per new finding
+    files.summary(summary)        # summary.json, atomic (temp file, fsync, rename)
+
+A resumed run (start_step > 0) keeps the metrics rows before start_step and tells TensorBoard to drop its events
+from start_step on (purge_step), so no step is duplicated or missing. Tags: loss/ and accuracy/ first, then opt/,
+then the per-layer statistics under health/.
 """
 import json
 import math
 import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-TAGS = {"train_loss": "train/loss", "val_loss": "val/loss", "val_acc": "val/acc", "lr": "opt/lr",
-        "grad_norm": "opt/grad_norm", "clipped": "opt/clipped",
-        "update_ratio": "opt/update_ratio"}
+TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "val_loss_ema": "loss/val_ema",
+        "train_acc": "accuracy/train", "val_acc": "accuracy/val", "val_acc_ema": "accuracy/val_ema",
+        "val_ece": "calibration/val_ece", "val_conf": "calibration/val_confidence", "lr": "opt/lr",
+        "grad_norm": "opt/grad_norm", "clipped": "opt/clipped", "update_ratio": "opt/update_ratio",
+        "train_loss_se": "loss/train_batch_noise"}
 
 
 def finite_or_none(v):
     return v if not isinstance(v, float) or math.isfinite(v) else None  # JSON has no NaN/inf
-
-
-def open_writer(run_dir):
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(log_dir=str(run_dir))
-
-
-def log_row(step, row, writer, jsonl):
-    """Append one metrics row (a line of metrics.jsonl) and its TensorBoard scalars."""
-    jsonl.write(json.dumps({"step": step, **{k: finite_or_none(v) for k, v in row.items()}}) + "\n")
-    for key, v in row.items():
-        writer.add_scalar(TAGS.get(key, key), float(v), step)
-
-
-def log_hparams(writer, hparams, metrics):
-    """HPARAMS tab entry in the run's own event file (add_hparams would make a sub-run), with its metrics."""
-    from torch.utils.tensorboard.summary import hparams as hparams_summary
-
-    values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
-    for summary in hparams_summary(values, {f"hparam/{k}": v for k, v in metrics.items()}):
-        writer.file_writer.add_summary(summary)
-    for key, v in metrics.items():
-        writer.add_scalar(f"hparam/{key}", v)
 
 
 def write_atomic(path, data):
@@ -45,6 +35,7 @@ def write_atomic(path, data):
     Readers see the old file or the new one, never half of one, whatever kills the process in between."""
     import tempfile
 
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -59,3 +50,137 @@ def write_atomic(path, data):
 
 def write_json(path, obj):
     write_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def read_rows(path):
+    """The complete rows of a metrics.jsonl (a half-written last line is dropped)."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            break
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+    return rows
+
+
+def provenance(cfg, device):
+    """Where a run came from: trainlab, torch and Python versions, the git commit (from a checkout), the command."""
+    import torch
+
+    import trainlab
+    from trainlab.config import CONF_DIR
+
+    out = {"trainlab": trainlab.__version__, "torch": torch.__version__, "python": platform.python_version(),
+           "platform": platform.platform(), "host": platform.node(), "device": str(device),
+           "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "cwd": os.getcwd(),
+           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    checkout = CONF_DIR.parent
+    if (checkout / ".git").exists():
+        def git(*args):
+            try:
+                return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True,
+                                      timeout=5).stdout.strip()
+            except (OSError, subprocess.SubprocessError):
+                return ""
+        out |= {"git_commit": git("rev-parse", "HEAD") or None,
+                "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    return out
+
+
+class RunFiles:
+    """Open files of a run directory (rank 0 only writes; the other ranks get a RunFiles that writes nothing)."""
+
+    def __init__(self, run_dir, writer, jsonl, health):
+        self.run_dir, self.writer, self.jsonl, self.health_file = Path(run_dir), writer, jsonl, health
+        self.shown = 0  # findings already given a TensorBoard entry
+
+    @classmethod
+    def open(cls, run_dir, cfg, device, start_step=0, write=True):
+        if not write:
+            return cls(run_dir, None, None, None)
+        from torch.utils.tensorboard import SummaryWriter
+
+        import yaml
+
+        run_dir = Path(run_dir)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        record = provenance(cfg, device)
+        old = run_dir / "provenance.json"
+        if start_step and old.exists():  # a resume: keep where the run started, add this start
+            try:
+                first = json.loads(old.read_text())
+                record = first | {"resumed": first.get("resumed", []) + [record | {"from_step": start_step}]}
+            except ValueError:
+                pass
+        write_json(old, record)
+        for name in ("metrics.jsonl", "health.jsonl"):  # keep the rows before start_step (an earlier attempt's)
+            path = run_dir / name
+            if path.exists():
+                kept = [r for r in read_rows(path) if r["step"] < start_step]
+                write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        events = any(run_dir.glob("events.out.tfevents*"))
+        writer = SummaryWriter(log_dir=str(run_dir), purge_step=start_step if events else None)
+        return cls(run_dir, writer, open(run_dir / "metrics.jsonl", "a", buffering=1),
+                   open(run_dir / "health.jsonl", "a", buffering=1) if cfg["doctor"]["name"] != "off" else None)
+
+    def row(self, step, row):
+        """One metrics row: a line of metrics.jsonl (line-buffered: on disk when the call returns) and scalars."""
+        if self.jsonl is None:
+            return
+        self.jsonl.write(json.dumps({"step": step, **{k: finite_or_none(v) for k, v in row.items()}}) + "\n")
+        for key, v in row.items():
+            self.writer.add_scalar(TAGS.get(key, key), float(v), step)
+
+    def health(self, step, layers):
+        """Per-layer statistics of one signal-health pass: one health.jsonl line, TensorBoard health/<stat>/<layer>."""
+        if self.jsonl is None:
+            return
+        self.health_file.write(json.dumps({"step": step, "layers": layers}) + "\n")
+        for layer in layers:
+            for stat, v in layer.items():
+                if stat not in ("layer", "name", "kind") and v is not None:
+                    self.writer.add_scalar(f"health/{stat}/{layer['layer']:02d}_{layer['name']}", v, step)
+
+    def findings(self, findings, overrides):
+        """diagnosis.json holds every finding so far; each new one also becomes a TensorBoard text entry."""
+        if self.jsonl is None or len(findings) == self.shown:
+            return
+        from trainlab.doctor.report import markdown
+
+        write_json(self.run_dir / "diagnosis.json", [d.to_json() for d in findings])
+        for i, d in enumerate(findings[self.shown:], self.shown):  # unique tags: two findings never overwrite
+            self.writer.add_text(f"doctor/{i:03d}_{d.kind}", markdown(d, overrides), d.step or 0)
+        self.shown = len(findings)
+
+    def hparams(self, hparams, metrics):
+        """HPARAMS tab entry in the run's own event file (add_hparams would make a sub-run), with its metrics."""
+        if self.jsonl is None:
+            return
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+        for summary in hparams_summary(values, {f"hparam/{k}": v for k, v in metrics.items()}):
+            self.writer.file_writer.add_summary(summary)
+        for key, v in metrics.items():
+            self.writer.add_scalar(f"hparam/{key}", v)
+
+    def flush(self):
+        if self.writer is not None:
+            self.writer.flush()
+
+    def summary(self, summary):
+        if self.jsonl is not None:
+            write_json(self.run_dir / "summary.json", summary)
+
+    def close(self):
+        for f in (self.jsonl, self.health_file):
+            if f is not None:
+                f.close()
+        if self.writer is not None:
+            self.writer.close()

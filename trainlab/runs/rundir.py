@@ -31,12 +31,6 @@ def safe_name(text, limit=80):
     return name
 
 
-def register_resolvers():
-    """${trainlab_safe:TEXT} for hydra.sweep.subdir: job directories named by their overrides, sanitized."""
-    if not OmegaConf.has_resolver("trainlab_safe"):
-        OmegaConf.register_new_resolver("trainlab_safe", lambda text: safe_name(text))
-
-
 def run_files(path):
     """The names in PATH that trainlab (or TensorBoard) writes into a run directory."""
     path = Path(path)
@@ -60,14 +54,16 @@ def _fail(message):
     sys.exit(2)
 
 
-def check_run_dir(run_dir, resume, spelled):
-    """Refuse a run directory that holds a run (or a file of the same name as a run file) unless resuming it."""
+def run_dir_problem(run_dir, resume, spelled="hydra.run.dir"):
+    """Why run_dir cannot take this run (a file; it holds a run or a file named like a run file, and this is not a
+    resume), else None."""
     if Path(run_dir).exists() and not Path(run_dir).is_dir():
-        _fail(f"hydra.run.dir={spelled} is a file, not a directory: choose a directory")
+        return f"{spelled}={run_dir} is a file, not a directory: choose a directory"
     taken = run_files(run_dir)
     if taken and resume == "never":
-        _fail(f"hydra.run.dir={spelled} already holds {', '.join(taken)}: trainlab never writes over a run. "
-              f"Choose a new directory, or continue that run with trainer.resume=auto")
+        return (f"{spelled}={run_dir} already holds {', '.join(taken)}: trainlab never writes over a run. "
+                f"Choose a new directory, or continue that run with trainer.resume=auto")
+    return None
 
 
 def check_sweep_dir(sweep_dir, resume, spelled):
@@ -124,7 +120,10 @@ class Guard(Callback):
     def on_run_start(self, config, **kwargs):
         STARTED.append(True)
         spelled = OmegaConf.select(config, "hydra.run.dir")  # resolved once: ${now:} is cached on the config
-        check_run_dir(spelled, OmegaConf.select(config, "trainer.resume", default="never"), spelled)
+        if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 checks; the others follow its directory
+            problem = run_dir_problem(spelled, OmegaConf.select(config, "trainer.resume", default="never"))
+            if problem:
+                _fail(problem)
         _MADE[:] = missing_parents(spelled)
 
     def on_multirun_start(self, config, **kwargs):

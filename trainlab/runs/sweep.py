@@ -75,8 +75,22 @@ def sweep_rows(sweep_dir):
     return rows
 
 
+SWEEP = {}  # the sweep directory of this process's multirun (for the report after a Ctrl-C)
+
+
+def report_interrupted():
+    """After Ctrl-C / SIGTERM stopped a sweep: the report of what ran (a single run has none)."""
+    from trainlab.console import print_sweep
+
+    if "dir" in SWEEP:
+        print_sweep(sweep_rows(SWEEP["dir"]), SWEEP["dir"])
+
+
 class SweepReport(Callback):
     """Print how every job of the sweep ended; __main__ turns failures into a non-zero exit code."""
+
+    def on_multirun_start(self, config, **kwargs):
+        SWEEP["dir"] = Path(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config, **kwargs):
         from trainlab.console import print_sweep

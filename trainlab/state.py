@@ -1,0 +1,241 @@
+"""The loop's state as one record, and what keeps it: in-memory snapshots, checkpoints on disk, stop requests.
+
+    state = LoopState(model=..., opt=..., schedule=..., scaler=..., ema=..., doctor=...)
+    snap = capture(state)                 # everything a resumed run needs, tensors cloned (on their device)
+    restore(state, snap)                  # back to that point: the next step is exactly the one that followed
+    save_checkpoint(folder, state, cfg, keep=2)     # atomic: temp file, fsync, rename; the newest `keep` kept
+    path = newest_checkpoint(folder)      # a complete one; a torn or foreign file is never picked
+
+Checkpoints are loaded with torch.load(weights_only=True): tensors, numbers, strings, lists and dicts only, so a
+crafted file cannot run code. RNG states are saved per process (python, numpy, torch, cuda).
+"""
+import copy
+import os
+import random
+import re
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from trainlab.config import ConfigError
+
+FORMAT = 1
+CKPT = re.compile(r"^step-(\d{8})\.pt$")
+RESUME_FREE = {  # keys that may differ between a checkpoint and the run resuming it: they do not change the math
+    "trainer": ("progress", "threads", "resume", "skip_completed", "ckpt_every", "ckpt_keep", "log_every", "device",
+                "nonfinite_check"),
+    "doctor": None,  # None: the whole group (the doctor watches; its passes leave the run as it was)
+}
+
+
+@dataclass
+class LoopState:
+    """Everything that changes as the loop runs; `capture` turns it into plain data and `restore` back."""
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: torch.nn.Module | None
+    doctor: object  # trainlab.doctor.Doctor: its watch and findings so far
+    step: int = 0  # optimizer steps taken (skipped and rolled-back ones included): the data position
+    best: dict = field(default_factory=dict)  # best val metrics and the step of each
+    last: dict = field(default_factory=dict)  # the latest value of every metric logged
+    counts: dict = field(default_factory=lambda: {"skipped": 0, "rollbacks": 0, "scaler_skipped": 0})
+    good: dict | None = None  # rollback copy: model and optimizer state at the last finite evaluation
+    first: dict = field(default_factory=dict)  # the first evaluation's val metrics (did the run learn at all?)
+    reached: dict = field(default_factory=dict)  # metric -> first step it reached trainer.target
+    losses: list = field(default_factory=list)  # the last logged train losses (summary: mean of the last N)
+
+
+def rng_state():
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": list(random.getstate()[1]), "python_version": random.getstate()[0],
+            "python_gauss": random.getstate()[2], "numpy": torch.from_numpy(keys.astype("int64")),
+            "numpy_pos": int(pos), "numpy_gauss": [int(has_gauss), float(gauss)],
+            "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(s):
+    import numpy as np
+
+    random.setstate((s["python_version"], tuple(s["python"]), s["python_gauss"]))
+    np.random.set_state(("MT19937", s["numpy"].numpy().astype("uint32"), s["numpy_pos"], *s["numpy_gauss"]))
+    torch.set_rng_state(s["torch"])
+    if s["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def _clone(obj):
+    return copy.deepcopy(obj)  # state_dicts hold tensors, numbers and lists: deepcopy clones the tensors
+
+
+def capture(state, rng=True):
+    """A snapshot of the state: state_dicts (cloned), counters, the doctor's watch and, by default, the RNG."""
+    return {"step": state.step, "model": _clone(state.model.state_dict()), "opt": _clone(state.opt.state_dict()),
+            "schedule": _clone(state.schedule.state_dict()), "scaler": state.scaler.state_dict(),
+            "ema": _clone(state.ema.state_dict()) if state.ema is not None else None,
+            "doctor": state.doctor.state_dict(), "best": dict(state.best), "last": dict(state.last),
+            "counts": dict(state.counts), "good": _clone(state.good), "reached": dict(state.reached), "first": dict(state.first),
+            "losses": list(state.losses), "rng": rng_state() if rng else None}
+
+
+def restore(state, snap):
+    state.model.load_state_dict(snap["model"])
+    state.opt.load_state_dict(_clone(snap["opt"]))
+    state.schedule.load_state_dict(snap["schedule"])
+    if snap["scaler"]:
+        state.scaler.load_state_dict(snap["scaler"])
+    if state.ema is not None:
+        state.ema.load_state_dict(snap["ema"])
+    state.doctor.load_state_dict(snap["doctor"])
+    state.step, state.best, state.last = snap["step"], dict(snap["best"]), dict(snap["last"])
+    state.counts, state.good, state.reached = dict(snap["counts"]), _clone(snap["good"]), dict(snap["reached"])
+    state.losses, state.first = [tuple(x) for x in snap["losses"]], dict(snap["first"])
+    if snap["rng"] is not None:
+        set_rng_state(snap["rng"])
+
+
+# --- checkpoints on disk
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def identity(cfg):
+    """The part of a config that a resumed run must share with its checkpoint."""
+    out = {}
+    for group, node in cfg.items():
+        free = RESUME_FREE.get(group, ())
+        if free is None:
+            continue
+        out[group] = {k: v for k, v in node.items() if k not in free}
+    return out
+
+
+def differences(a, b):
+    """The keys (group.key) whose values differ between two identities, with both values."""
+    keys = sorted({f"{g}.{k}" for ident in (a, b) for g, node in ident.items() for k in node})
+    out = []
+    for key in keys:
+        group, name = key.split(".", 1)
+        va, vb = a.get(group, {}).get(name, "(absent)"), b.get(group, {}).get(name, "(absent)")
+        if va != vb:
+            out.append(f"{key}: checkpoint {va!r}, this run {vb!r}")
+    return out
+
+
+def save_checkpoint(folder, state, cfg, keep, world=1, rngs=None):
+    """Write folder/step-XXXXXXXX.pt atomically and keep the newest `keep`; returns its path."""
+    from trainlab.runs.files import write_atomic
+
+    folder = Path(folder)
+    folder.mkdir(exist_ok=True)
+    snap = capture(state, rng=False)
+    snap |= {"format": FORMAT, "identity": identity(cfg), "world": world, "rng": rngs or [rng_state()]}
+    path = folder / f"step-{state.step:08d}.pt"
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(_to_cpu(snap), buffer)
+    write_atomic(path, buffer.getvalue())
+    for old in sorted(p for p in folder.iterdir() if CKPT.match(p.name))[:-keep]:
+        old.unlink()  # ours: a step-*.pt of this run's checkpoints/ folder, older than the newest `keep`
+    return path
+
+
+def load_checkpoint(path, cfg, world=1):
+    """Read a checkpoint safely (weights_only) and check it belongs to this config; raise ConfigError if not."""
+    try:
+        snap = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a torn file, a foreign pickle (weights_only refuses any global it would call)
+        raise ConfigError(f"{path} is not a readable trainlab checkpoint ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(snap, dict) or snap.get("format") != FORMAT:
+        raise ConfigError(f"{path} is not a trainlab checkpoint (format {FORMAT})")
+    diff = differences(snap["identity"], identity(cfg))
+    if diff:
+        raise ConfigError(f"{path} was written by another configuration; refusing to resume it. Differences:\n  "
+                          + "\n  ".join(diff))
+    if snap["world"] != world:
+        raise ConfigError(f"{path} was written by {snap['world']} process(es), this run has {world}: resume with "
+                          f"trainer.devices={snap['world']}")
+    return snap
+
+
+def checkpoints(folder):
+    folder = Path(folder)
+    return sorted((p for p in folder.iterdir() if CKPT.match(p.name)), reverse=True) if folder.is_dir() else []
+
+
+def newest_checkpoint(folder, cfg, world=1):
+    """The newest checkpoint in folder that loads and matches cfg, and its contents; (None, None) if none.
+
+    A torn file (killed mid-write never happens at the final name, but a disk can fill) is skipped; a checkpoint of
+    another configuration is an error, not skipped: resuming the wrong run must never pass silently."""
+    for path in checkpoints(folder):
+        try:
+            return path, load_checkpoint(path, cfg, world)
+        except ConfigError as exc:
+            if "another configuration" in str(exc) or "process(es)" in str(exc):
+                raise
+    return None, None
+
+
+# --- stop requests: SIGTERM (kill, Docker, systemd, SLURM pre-emption) and Ctrl-C
+class StopRequest:
+    """While active, SIGTERM and the first Ctrl-C ask the loop to finish its step, checkpoint and stop; a second
+    Ctrl-C stops at once (KeyboardInterrupt). Outside the main thread it does nothing (signals cannot be set)."""
+
+    def __init__(self, console=None):
+        self.requested, self.signal, self.console, self._old = False, None, console, {}
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested, self.signal = True, signal.Signals(signum).name
+        if self.console is not None:
+            self.console.print(f"[yellow]{self.signal}: stopping after this step (checkpoint, then exit 130)"
+                               + ("; Ctrl-C again to stop now" if signum == signal.SIGINT else "") + "[/]")
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+def watch_parent():
+    """In a worker process (joblib/loky, elastic ranks): SIGTERM ourselves when the parent dies, so no orphan keeps
+    training after `kill -9` of the command. A daemon thread polls the parent pid once a second."""
+    import threading
+    import time
+
+    parent = os.getppid()
+    if parent <= 1:
+        return
+
+    def poll():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:  # re-parented: the process that started us is gone
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(10.0)
+                os._exit(143)  # the loop did not stop in time (e.g. not in a loop): leave anyway
+
+    threading.Thread(target=poll, name="trainlab-parent-watch", daemon=True).start()
