@@ -60,7 +60,7 @@ def print_verdict(verdict):
         return
     style = {"error": "red", "warning": "yellow", "info": "green"}[verdict["severity"]]
     name = verdict["evidence"].get("verdict", "").replace("_", " ")
-    line = f"verdict: [{style}]{name}[/] - {verdict['message']}"
+    line = f"verdict: [{style}]{name}[/]: {verdict['message']}"
     if verdict["fixes"]:
         line += f"; try {verdict['fixes'][0]}"
     console.print(line, soft_wrap=True)

@@ -154,8 +154,12 @@ def save_checkpoint(folder, state, cfg, keep, world=1, rngs=None):
 
 def load_checkpoint(path, cfg, world=1):
     """Read a checkpoint safely (weights_only) and check it belongs to this config; raise ConfigError if not."""
+    import warnings
+
     try:
-        snap = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error below says it plainly
+            snap = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a torn file, a foreign pickle (weights_only refuses any global it would call)
         raise ConfigError(f"{path} is not a readable trainlab checkpoint ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:200]})") from None
@@ -177,16 +181,22 @@ def checkpoints(folder):
 
 
 def newest_checkpoint(folder, cfg, world=1):
-    """The newest checkpoint in folder that loads and matches cfg, and its contents; (None, None) if none.
+    """The newest checkpoint in folder that loads and matches cfg, and its contents; (None, None) if there is none
+    (a run killed before its first checkpoint starts again from step 0).
 
-    A torn file (killed mid-write never happens at the final name, but a disk can fill) is skipped; a checkpoint of
-    another configuration is an error, not skipped: resuming the wrong run must never pass silently."""
+    A write killed halfway never leaves a file at the final name (temp file + rename); an unreadable step-*.pt is
+    skipped for an older one, and if none loads that is an error, as is a checkpoint of another configuration:
+    resuming must never silently start over or continue the wrong run."""
+    problem = None
     for path in checkpoints(folder):
         try:
             return path, load_checkpoint(path, cfg, world)
         except ConfigError as exc:
             if "another configuration" in str(exc) or "process(es)" in str(exc):
                 raise
+            problem = problem or exc
+    if problem is not None:
+        raise problem
     return None, None
 
 

@@ -211,7 +211,7 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None):
                         lr_after = opt.param_groups[0]["lr"] if policy == "rollback" else None
                         show(state.doctor.intervened("skipped" if policy == "skip" else "rollback", step, value,
                                                      lr_after), overrides, console.console)
-                        files.findings(state.doctor.findings, overrides)
+                        files.findings(state.doctor.findings, overrides, changed=True)
                     schedule.step()
                     state.step = step + 1
                     continue
@@ -302,8 +302,9 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None):
         summary = summarize(cfg, state, status, error, stopped_early, t_end - t_start, t_end - t_loop, meta, device,
                             threads, world, model, ckpt_path)
         if loud:
-            if status in ("completed", "diverged"):
-                show(state.doctor.at_end(summary, meta), overrides, console.console)
+            if status in ("completed", "diverged"):  # the verdict; a panel only when something is wrong
+                show([d for d in state.doctor.at_end(summary, meta) if d.severity != "info"], overrides,
+                     console.console)
             summary["verdict"] = next((d.to_json() for d in reversed(state.doctor.findings) if d.kind == "verdict"),
                                       None)
             summary["diagnoses"] = [d.brief() for d in state.doctor.findings]

@@ -68,8 +68,15 @@ class Doctor:
         return self._keep(observe(self.watch, step, row)) if self.on else []
 
     def intervened(self, kind, step, loss, lr_after=None):
-        """A skipped update (kind "skipped") or a rollback to the last good state with the lr cut ("rollback")."""
+        """A skipped update (kind "skipped") or a rollback to the last good state with the lr cut ("rollback").
+        Skips in a row are one finding (its evidence counts them); each rollback is its own."""
         where = "update"
+        last = self.findings[-1] if self.findings else None
+        if kind == "skipped" and last is not None and last.kind == "skipped" and last.evidence["last"] == step - 1:
+            last.evidence.update(last=step, count=last.evidence["count"] + 1)
+            last.message = (f"updates {last.step}-{step} skipped ({last.evidence['count']} in a row): their loss or "
+                            "grad norm was non-finite; the weights stay as they were")
+            return []
         if kind == "skipped":
             message = (f"update {step} skipped: its loss or grad norm was non-finite ({loss}); the weights "
                        "stay as they were and training goes on")
@@ -78,8 +85,8 @@ class Doctor:
             message = (f"step {step} was non-finite ({loss}): rolled back to the last good evaluation and cut "
                        f"every learning rate 10x (now {lr_after:.3g})")
             fixes = [f"optimizer.lr={lr_after:.3g}", *(["clip=norm"] if self.cfg["clip"]["name"] != "norm" else [])]
-        return self._keep([Diagnosis(kind, "warning", step, where, message,
-                                     {"lr_after": lr_after} if lr_after is not None else {}, fixes)])
+        evidence = {"lr_after": lr_after} if kind == "rollback" else {"first": step, "last": step, "count": 1}
+        return self._keep([Diagnosis(kind, "warning", step, where, message, evidence, fixes)])
 
     def at_end(self, summary, meta):
         """The run's verdict (learned, did not learn, unstable, diverged, overfitting) as a finding."""

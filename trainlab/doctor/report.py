@@ -38,18 +38,15 @@ def _fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def panel(d, overrides=()):
-    """A rich Panel: what (kind, message), where, when, the evidence numbers and one command line per fix."""
+def panel(d):
+    """A rich Panel: what (kind, message), where, when, and the evidence numbers."""
     from rich.markup import escape
     from rich.panel import Panel
     from rich.text import Text
 
-    body = Text(d.message + "\n")
+    body = Text(d.message)
     if d.evidence:
-        body.append("evidence: " + "  ".join(f"{k}={_fmt(v)}" for k, v in d.evidence.items()), style="dim")
-    for i, fix in enumerate(d.fixes):
-        body.append("\ntry one:" if i == 0 else "")
-        body.append(f"\n  {command(overrides, fix)}", style="bold cyan")
+        body.append("\nevidence: " + "  ".join(f"{k}={_fmt(v)}" for k, v in d.evidence.items()), style="dim")
     when = "at start" if d.step is None else f"step {d.step}"
     where = f" in {d.where}" if d.where else ""
     return Panel(body, title=escape(f"{d.severity}: {d.kind} ({when}{where})"), title_align="left",
@@ -65,13 +62,20 @@ def markdown(d, overrides=()):
 
 
 def show(findings, overrides, console):
+    """Each finding as a panel, then its fixes as whole command lines, outside the box (a long line wraps in the
+    terminal, not in the text, so it pastes as one command)."""
+    from rich.markup import escape
+
     for d in findings:
-        console.print(panel(d, overrides))
+        console.print(panel(d))
+        for i, fix in enumerate(d.fixes):
+            console.print(("try one:\n" if i == 0 else "") + f"  [bold cyan]{escape(command(overrides, fix))}[/]",
+                          soft_wrap=True)
 
 
 def print_brief(findings, console):
     if not findings:
-        return console.print("doctor: [green]no problems found[/]")
+        return console.print("doctor: nothing flagged during the run")
     for d in findings:
         when = "at start" if d.step is None else f"step {d.step}"
         console.print(f"doctor: [{STYLE[d.severity]}]{d.severity}[/] {d.kind} ({when}, {d.where})")

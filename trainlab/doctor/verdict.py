@@ -40,17 +40,17 @@ def verdict(cfg, summary, meta, findings, watch):
                 if v is not None}
     kinds = [d.kind for d in findings]
     if status == "diverged":
-        name, why = "diverged", f"the run diverged at step {summary['steps']}"
+        name, why = "diverged", f"a non-finite loss or gradient at step {summary['steps']}"
         fixes = _first_fixes(findings, ("nonfinite",)) or [lr_fix(cfg, 0.1), *clip_fix(cfg)]
     elif status not in ("completed",):
-        name, why, fixes = "unfinished", f"the run ended {status} at step {summary['steps']}: no verdict yet", []
+        name, why, fixes = "unfinished", f"{status} at step {summary['steps']}: no verdict yet", []
     elif (chance is not None and acc is not None and acc <= chance + NEAR_CHANCE * (1 - chance)) or (
             loss is not None and loss0 is not None and loss >= NO_BETTER * loss0):
         name = "did_not_learn"
         where = f"val_acc {acc:.3f} is at chance ({chance:.3f})" if acc is not None and chance is not None and \
             acc <= chance + NEAR_CHANCE * (1 - chance) else f"val_loss {loss:.4g} is no better than at step 0 " \
             f"({loss0:.4g})"
-        why = f"the run did not learn: {where}"
+        why = where
         fixes = (_first_fixes(findings, ("smell", "vanishing", "exploding", "dead_relu", "plateau", "rollback",
                                          "skipped")) or _lr_direction(cfg, watch))
     elif len(watch.spikes) >= watch.opt["spike_repeat"] and watch.spikes[-1] >= 0.75 * summary["max_steps"]:
@@ -62,13 +62,13 @@ def verdict(cfg, summary, meta, findings, watch):
             loss > summary["best"]["val_loss"] * 1.1:
         name = "overfitting"
         best = summary["best"]
-        why = (f"overfitting: val_loss ended at {loss:.4g}, above its best {best['val_loss']:.4g} (step "
+        why = (f"val_loss ended at {loss:.4g}, above its best {best['val_loss']:.4g} (step "
                f"{best['val_loss_step']})")
         fixes = _first_fixes(findings, ("overfitting",)) or regularize_fixes(cfg, best["val_loss_step"])
     else:
         name = "learned"
-        why = "the run learned" + (f": val_acc {acc:.3f} (chance {chance:.3f})" if acc is not None and chance else
-                                   f": val_loss {loss:.4g} from {loss0:.4g}" if loss is not None and loss0 else "")
+        why = (f"val_acc {acc:.3f} (chance {chance:.3f})" if acc is not None and chance else
+               f"val_loss {loss:.4g} from {loss0:.4g}" if loss is not None and loss0 else "it completed")
         fixes = []
     evidence["verdict"] = name
     return Diagnosis("verdict", SEVERITY[name], step, "run", why, evidence, fixes)

@@ -147,9 +147,10 @@ class RunFiles:
                 if stat not in ("layer", "name", "kind") and v is not None:
                     self.writer.add_scalar(f"health/{stat}/{layer['layer']:02d}_{layer['name']}", v, step)
 
-    def findings(self, findings, overrides):
-        """diagnosis.json holds every finding so far; each new one also becomes a TensorBoard text entry."""
-        if self.jsonl is None or len(findings) == self.shown:
+    def findings(self, findings, overrides, changed=False):
+        """diagnosis.json holds every finding so far (rewritten when one is added, or `changed`: a skip count grew);
+        each new one also becomes a TensorBoard text entry."""
+        if self.jsonl is None or (len(findings) == self.shown and not changed):
             return
         from trainlab.doctor.report import markdown
 

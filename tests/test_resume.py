@@ -1,0 +1,150 @@
+"""Killed runs resume exactly: SIGKILL at chosen steps (a real death, through the CLI in a subprocess), then
+`trainer.resume=auto`; the final parameters are bit-identical and metrics.jsonl is identical to an uninterrupted run.
+
+Kill points: before the first checkpoint (mid-warmup), at an epoch boundary of the data order, right after an
+evaluation, halfway through writing a checkpoint (the resume takes the previous one: a torn file is never picked),
+and twice in a row, at steps the checkpoint interval does not divide.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+KILLER = Path(__file__).parent / "helpers" / "killer.py"
+BASE = ["trainer.max_steps=60", "trainer.eval_every=10", "trainer.log_every=5", "trainer.ckpt_every=20",
+        "trainer.progress=false", "trainer.threads=1"]
+WARM = "schedule.warmup_steps=10"  # warmup_cosine (the default) over steps 0-9
+CONFIGS = {  # name -> overrides; digits: 1437 training samples / batch 64 = 22 steps per epoch
+    "mlp_adamw_dropout_ema_mixup": [WARM, "regularization=mixup", "regularization.dropout=0.2",
+                                    "regularization.ema_decay=0.9"],
+    "transformer_lion_smoothing": ["model=transformer", "model.d_model=32", "model.n_layers=1", "model.d_ff=64",
+                                   "data=modular_addition", "data.p=23", "data.batch_size=32", "optimizer=lion", WARM,
+                                   "regularization=label_smoothing"],
+    "transformer_nesterov_smoothing": ["model=transformer", "model.d_model=32", "model.n_layers=1",
+                                       "model.d_ff=64", "data=modular_addition", "data.p=23", "data.batch_size=32",
+                                       "optimizer=nesterov", WARM,
+                                       "regularization=label_smoothing"],
+    "sophia_hessian_every_7": [WARM, "optimizer=sophia", "optimizer.hessian_every=7", "regularization=dropout"],
+    "rollback_after_nonfinite": ["optimizer=sgd", "optimizer.lr=10", "init=he", "clip=none", "schedule=constant",
+                                 "trainer.on_nonfinite=rollback", "trainer.max_steps=45", "doctor.health_every=0"],
+    "early_stopping": [WARM, "regularization=early_stopping", "regularization.early_stopping=2", "optimizer.lr=3e-2",
+                       "trainer.max_steps=200"],
+}
+KILLS = {  # name -> kill points in order: ("at", step) or ("ckpt", step); each kill is followed by a resume
+    "mlp_adamw_dropout_ema_mixup": [("at", 5), ("ckpt", 40), ("at", 47)],  # mid-warmup, torn ckpt, twice
+    "transformer_lion_smoothing": [("at", 31)],  # right after an evaluation (step 30)
+    "transformer_nesterov_smoothing": [("at", 23), ("at", 53)],
+    "sophia_hessian_every_7": [("at", 22), ("ckpt", 40)],  # an epoch boundary; Sophia refreshes at 21, 28, ...
+    "rollback_after_nonfinite": [("at", 27)],  # after the first rollbacks (steps 7, 25)
+    "early_stopping": [("at", 57)],  # it stops at step 70 (best at 50, two evaluations without a better one)
+}
+SLOW = {"transformer_nesterov_smoothing", "sophia_hessian_every_7", "early_stopping"}
+
+
+def trainlab(run_dir, *overrides, kill=None, timeout=300):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent))
+    if kill is not None:
+        env["KILL_AT" if kill[0] == "at" else "KILL_CKPT"] = str(kill[1])
+    return subprocess.run([sys.executable, str(KILLER), *overrides, f"hydra.run.dir={run_dir}"], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def final_params(run_dir):
+    newest = sorted((run_dir / "checkpoints").glob("step-*.pt"))[-1]
+    return torch.load(newest, weights_only=True)
+
+
+def same_tensors(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in CONFIGS])
+def test_killed_and_resumed_run_is_identical_to_an_uninterrupted_one(tmp_path, name):
+    overrides = [*BASE, *CONFIGS[name]]
+    ref = trainlab(tmp_path / "ref", *overrides)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    run = tmp_path / "killed"
+    for kill in KILLS[name]:
+        died = trainlab(run, *overrides, *(["trainer.resume=auto"] if (run / "config.yaml").exists() else []),
+                        kill=kill)
+        assert died.returncode == -signal.SIGKILL, died.stderr[-3000:]
+        torn = list((run / "checkpoints").glob(".step-*.tmp")) if kill[0] == "ckpt" else []
+        assert kill[0] != "ckpt" or torn, "the kill inside a checkpoint write left no temp file"
+    done = trainlab(run, *overrides, "trainer.resume=auto")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (run / "metrics.jsonl").read_text() == (tmp_path / "ref" / "metrics.jsonl").read_text()
+    a, b = final_params(tmp_path / "ref"), final_params(run)
+    assert a["step"] == b["step"]
+    for part in ("model", "ema"):
+        if a[part] is not None:
+            assert same_tensors(a[part], b[part]), part
+    assert same_tensors(a["opt"]["state"][0], b["opt"]["state"][0]) if a["opt"]["state"] else True
+    summary, ref_summary = (json.loads((d / "summary.json").read_text()) for d in (run, tmp_path / "ref"))
+    for key in ("status", "steps", "final", "best", "nonfinite", "stopped_early", "spikes"):
+        assert summary[key] == ref_summary[key], key
+    assert summary["resumed_from"]
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
+    run = tmp_path / "run"
+    assert trainlab(run, *BASE, "trainer.max_steps=20").returncode == 0
+    other = trainlab(run, *BASE, "trainer.max_steps=20", "optimizer=sgd", "model.width=64", "trainer.resume=auto")
+    assert other.returncode == 2, other.stderr
+    assert "another configuration" in other.stderr and "model.width: checkpoint 256, this run 64" in other.stderr
+    assert "optimizer.name: checkpoint 'adamw', this run 'sgd'" in other.stderr
+    assert "Traceback" not in other.stderr
+
+
+def test_a_checkpoint_never_executes_code(tmp_path):
+    """A crafted pickle in checkpoints/ (or named by trainer.resume=PATH) is refused; its payload never runs."""
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    run = tmp_path / "run"
+    assert trainlab(run, *BASE, "trainer.max_steps=20").returncode == 0
+    for ckpt in (run / "checkpoints").glob("step-*.pt"):
+        ckpt.write_bytes(pickle.dumps({"format": 1, "model": Payload()}))
+    crafted = tmp_path / "crafted.pt"
+    torch.save({"format": 1, "x": Payload()}, crafted)
+    for where in ("auto", str(crafted)):
+        result = trainlab(run, *BASE, "trainer.max_steps=20", f"trainer.resume={where}")
+        assert result.returncode == 2 and "not a readable trainlab checkpoint" in result.stderr, result.stderr
+        assert not marker.exists()
+
+
+def test_sigterm_finishes_the_step_checkpoints_and_exits_130_then_resumes(tmp_path):
+    overrides = ["trainer.max_steps=4000", "trainer.eval_every=200", "trainer.ckpt_every=1000",
+                 "trainer.progress=false", "trainer.threads=1", "regularization=dropout"]
+    run = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent))
+    proc = subprocess.Popen([sys.executable, "-m", "trainlab", *overrides, f"hydra.run.dir={run}"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):  # until training has begun (its first metrics row)
+        if (run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().count("\n") >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and 0 < summary["steps"] < 4000
+    assert (run / "checkpoints" / f"step-{summary['steps']:08d}.pt").exists()  # saved at the step it stopped
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows and rows[-1]["step"] < summary["steps"]
+    done = subprocess.run([sys.executable, "-m", "trainlab", *overrides, "trainer.max_steps=4000",
+                           f"hydra.run.dir={run}", "trainer.resume=auto"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resumed from {run / 'checkpoints'}" in " ".join(done.stdout.split())
+    assert json.loads((run / "summary.json").read_text())["steps"] == 4000
