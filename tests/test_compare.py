@@ -2,6 +2,9 @@
 import csv
 import io
 import json
+import os
+import platform
+import subprocess
 
 import numpy as np
 import pytest
@@ -108,10 +111,16 @@ def test_failed_running_and_missing_jobs_say_so(tmp_path, capsys):
     running = fake_run(sweep, 2, ["optimizer=adamw"], acc=0.95, files=("metrics",))
     with open(running / "metrics.jsonl", "a") as f:
         f.write('{"step": 10, "train_lo')  # the job is writing this line right now
+    (running / "provenance.json").write_text(json.dumps({"pid": os.getpid(), "host": platform.node()}))  # alive
     fake_run(sweep, 3, ["optimizer=nesterov"], files=())  # died before its first step: only .hydra/ and config
+    killed = fake_run(sweep, 4, ["optimizer=momentum"], acc=0.7, files=("metrics",))  # SIGKILL: no summary
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (killed / "provenance.json").write_text(json.dumps({"pid": gone.pid, "host": platform.node()}))
     out = run_json(capsys, sweep)
     rows = {r["optimizer"]: r for r in out["rows"]}
-    assert [r["optimizer"] for r in out["rows"]] == ["sgd", "adamw", "adam", "nesterov"]  # completed first
+    assert [r["optimizer"] for r in out["rows"]] == ["sgd", "adamw", "adam", "momentum", "nesterov"]  # completed 1st
+    assert rows["momentum"]["status"] == "killed" and rows["momentum"]["steps"] == 10
     assert rows["adam"]["status"] == "failed" and rows["adam"]["errors"] == ["RuntimeError: boom [bold]"]
     assert rows["adamw"]["status"] == "running" and rows["adamw"]["steps"] == 10
     assert rows["adamw"]["val_acc"] == 0.95 and rows["adamw"]["best_val_acc"] == 0.95
@@ -119,7 +128,7 @@ def test_failed_running_and_missing_jobs_say_so(tmp_path, capsys):
     assert rows["nesterov"]["status"] == "missing" and rows["nesterov"]["val_acc"] is None
     assert main([str(sweep), "--no-plot"]) == 0
     table = capsys.readouterr().out
-    for word in ("failed", "running", "missing", "RuntimeError: boom [bold]", "4 runs, 4 configurations"):
+    for word in ("failed", "running", "killed", "missing", "RuntimeError: boom [bold]", "5 runs, 5 configurations"):
         assert word in table
 
 

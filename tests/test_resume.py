@@ -148,3 +148,29 @@ def test_sigterm_finishes_the_step_checkpoints_and_exits_130_then_resumes(tmp_pa
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"resumed from {run / 'checkpoints'}" in " ".join(done.stdout.split())
     assert json.loads((run / "summary.json").read_text())["steps"] == 4000
+
+
+def test_a_killed_sweep_resumes_each_job_from_its_own_checkpoint(tmp_path):
+    """SIGKILL in job 0 of a 2-job sweep; the same command with skip_completed=true continues job 0 from its
+    checkpoint (identical to an uninterrupted run) and runs job 1; TensorBoard holds each step once."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    sweep, overrides = tmp_path / "sweep", [*BASE, WARM, "regularization=dropout"]
+    args = ["-m", "optimizer=adamw,sgd", *overrides, f"hydra.sweep.dir={sweep}"]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent), KILL_AT="33")
+    died = subprocess.run([sys.executable, str(KILLER), *args], env=env, capture_output=True, text=True, timeout=300)
+    assert died.returncode == -signal.SIGKILL
+    env.pop("KILL_AT")
+    again = subprocess.run([sys.executable, str(KILLER), *args, "trainer.skip_completed=true"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 jobs: 2 completed" in again.stdout
+    job0 = next(sweep.glob("0_*"))
+    assert "resumed from" in again.stdout and json.loads((job0 / "summary.json").read_text())["resumed_from"]
+    ref = trainlab(tmp_path / "ref", *overrides, "optimizer=adamw")
+    assert ref.returncode == 0
+    assert (job0 / "metrics.jsonl").read_text() == (tmp_path / "ref" / "metrics.jsonl").read_text()
+    assert same_tensors(final_params(job0)["model"], final_params(tmp_path / "ref")["model"])
+    rows = [json.loads(line)["step"] for line in (job0 / "metrics.jsonl").read_text().splitlines()]
+    steps = [e.step for e in EventAccumulator(str(job0)).Reload().Scalars("loss/train")]
+    assert steps == rows  # the killed attempt's events after the checkpoint were purged: no step twice

@@ -10,7 +10,7 @@ TINY = ["trainer.max_steps=5", "schedule.warmup_steps=2", "trainer.eval_every=5"
 
 
 def test_search_writes_run_dirs_and_resumes(tmp_path, capsys):
-    args = ["--dir", str(tmp_path), "--sampler", "random", "optimizer.lr=loguniform(1e-3,1e-1)",
+    args = ["--dir", str(tmp_path), "--sampler", "random", "--no-prune", "optimizer.lr=loguniform(1e-3,1e-1)",
             "optimizer=choice(sgd,adamw)", *TINY]
     assert main(["--trials", "2", *args]) == 0
     runs = sorted(p.parent for p in tmp_path.glob("*/summary.json"))

@@ -3,6 +3,10 @@ import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import cli
 
@@ -79,3 +83,47 @@ def test_slurm_launcher_preset_composes(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "SlurmLauncher" in result.stdout and "cpus_per_task: 4" in result.stdout
     assert "partition: gpu" in result.stdout
+
+
+def _children(pid):
+    """PIDs whose parent is pid (from /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_sigkill_of_a_joblib_sweep_leaves_no_worker_training(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "trainlab", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                             "optimizer=sgd,adamw,momentum,nesterov", "trainer.max_steps=100000",
+                             "trainer.progress=false", f"hydra.sweep.dir={sweep}"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(1200):  # until both workers train
+        if len(list(sweep.glob("*/metrics.jsonl"))) == 2:
+            break
+        time.sleep(0.05)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2  # two loky workers (and the resource trackers)
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.2)
+    assert not [p for p in workers if _alive(p)], "a worker outlived the sweep it belonged to"
+    statuses = sorted(json.loads(p.read_text())["status"] for p in sweep.glob("*/summary.json"))
+    assert statuses == ["interrupted", "interrupted"]  # each checkpointed and said so; no third job started
+    assert len(list(sweep.glob("*/checkpoints/step-*.pt"))) >= 2

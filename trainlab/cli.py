@@ -65,10 +65,13 @@ def task(cfg):
     run_dir = Path(hc.runtime.output_dir)
     overrides = list(hc.overrides.task)
     written = []  # files this job wrote before it could fail on a config error (single run: removed again)
-    if multirun and os.environ.get(MAIN_PID) == str(os.getppid()):
+    main_pid = int(os.environ.get(MAIN_PID, os.getpid()))
+    if multirun and main_pid != os.getpid():  # a joblib worker
+        if os.getppid() != main_pid:
+            os._exit(143)  # the trainlab process died: take no new job
         from trainlab.state import watch_parent
 
-        watch_parent()  # a joblib worker: stop (checkpoint, interrupted) when the trainlab process dies
+        watch_parent(main_pid)  # stop (checkpoint, interrupted) when the trainlab process dies
     try:
         plain = resolved(cfg)
         validate(plain)
@@ -89,6 +92,8 @@ def task(cfg):
 
         summary = run(plain, run_dir, _parallel_jobs(hc))
         LAST["status"] = summary["status"]
+        if main_pid != os.getpid() and os.getppid() != main_pid:
+            os._exit(130)  # a worker whose trainlab process died: its files are closed, nobody wants more
         if summary["status"] == "interrupted" and multirun:
             raise KeyboardInterrupt  # stop the sweep: its report is printed by main
         return summary["objective"]["value"]

@@ -22,7 +22,7 @@ CHOICES = {
     "trainer.device": ("auto", "cpu", "cuda", "mps"),
     "trainer.nonfinite_check": ("auto", "step", "deferred"),
     "model.readout": ("auto", "last", "all"),
-    "trainer.objective": ("val_acc", "val_loss"),
+    "trainer.objective": ("auto", "val_acc", "val_loss"),
     "trainer.on_nonfinite": ("stop", "skip", "rollback"),
     "init.distribution": ("normal", "uniform"),
     "init.mode": ("fan_in", "fan_out"),
@@ -95,6 +95,20 @@ def _typed_default(default, cfg):
         return 0
     target_group, target_key = default[2:-1].split(".")
     return options(target_group)[cfg[target_group]["name"]][target_key]
+
+
+SEQUENCE_DATA, REGRESSION_DATA = ("text", "markov"), ("quadratic",)
+
+
+def objective_name(cfg):
+    """trainer.objective with auto resolved from the config alone (the loop resolves it from the data's task):
+    val_loss for regression and for language models (sequence data, a model that reads out every position)."""
+    name, data, model = cfg["trainer"]["objective"], cfg["data"]["name"], cfg["model"]
+    if name != "auto":
+        return name
+    per_position = data in SEQUENCE_DATA and model["name"] in ("transformer", "rnn") and \
+        model.get("readout", "auto") in ("auto", "all")
+    return "val_loss" if data in REGRESSION_DATA or per_position else "val_acc"
 
 
 class ConfigError(ValueError):

@@ -71,7 +71,8 @@ def print_sweep(rows, sweep_dir):
     for _, status, _ in rows:
         counts[status] = counts.get(status, 0) + 1
     console.rule(f"sweep {sweep_dir}")
-    console.print(f"{len(rows)} jobs: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    plural = "s" if len(rows) != 1 else ""
+    console.print(f"{len(rows)} job{plural}: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     for name, status, error in rows:
         if status != "completed":
             console.print(f"  [red]{status}[/] {name}" + (f": {error}" if error else ""), soft_wrap=True)

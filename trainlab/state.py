@@ -230,22 +230,26 @@ class StopRequest:
         return False
 
 
-def watch_parent():
+_WATCHING = []
+
+
+def watch_parent(parent=None):
     """In a worker process (joblib/loky, elastic ranks): SIGTERM ourselves when the parent dies, so no orphan keeps
-    training after `kill -9` of the command. A daemon thread polls the parent pid once a second."""
+    training after `kill -9` of the command (the loop then checkpoints and stops). A daemon thread polls the parent
+    pid once a second; 30 s after the signal the process leaves whatever it is doing."""
     import threading
     import time
 
-    parent = os.getppid()
-    if parent <= 1:
+    parent = parent or os.getppid()
+    if parent <= 1 or _WATCHING:
         return
+    _WATCHING.append(parent)
 
     def poll():
-        while True:
+        while os.getppid() == parent:
             time.sleep(1.0)
-            if os.getppid() != parent:  # re-parented: the process that started us is gone
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(10.0)
-                os._exit(143)  # the loop did not stop in time (e.g. not in a loop): leave anyway
+        os.kill(os.getpid(), signal.SIGTERM)  # re-parented: the process that started us is gone
+        time.sleep(30.0)
+        os._exit(143)
 
     threading.Thread(target=poll, name="trainlab-parent-watch", daemon=True).start()

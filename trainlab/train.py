@@ -97,15 +97,25 @@ def resume_point(cfg, run_dir, world):
     return path, load_checkpoint(path, cfg, world)
 
 
+def resolve_objective(name, task):
+    """trainer.objective: auto = val_acc for classification, val_loss for language models and regression."""
+    if name == "auto":
+        return "val_acc" if task == "classify" else "val_loss"
+    if name == "val_acc" and task == "regress":
+        raise ConfigError("trainer.objective=val_acc: a regression task has no accuracy; use val_loss (or auto)")
+    return name
+
+
 def nonfinite(loss, grad_norm):
     """A 0-d bool tensor on the device: is this step's loss (or measured grad norm) NaN/inf? No host sync."""
     bad = ~torch.isfinite(loss.detach())
     return bad if grad_norm is None else bad | ~torch.isfinite(grad_norm)
 
 
-def run(cfg, run_dir, parallel_jobs=1, keep=None):
+def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None):
     """Train one configuration; return the summary (also written to run_dir/summary.json). keep: a dict that
-    receives the trained model under "model" (the Python API returns it)."""
+    receives the trained model under "model" (the Python API returns it). trial: an Optuna trial (trainlab search):
+    each evaluation is reported to it, and the run stops as "pruned" when the doctor finds it hopeless."""
     if cfg["trainer"]["devices"] > 1 and distributed.rank_world()[1] == 1:
         return distributed.launch(cfg, run_dir, parallel_jobs)  # N ranks, each back in here
     t_start = time.perf_counter()
@@ -117,6 +127,7 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None):
     torch.manual_seed(tr["seed"])
     (x_train, y_train), (x_val, y_val), meta = build_data(cfg["data"], device)
     task, y_train, y_val = resolve_task(meta, cfg["model"], y_train, y_val)
+    objective = resolve_objective(tr["objective"], task)
     check_mixing(reg, meta)
     model = build_model(cfg["model"], meta, build_norm(cfg["norm"]), reg["dropout"], reg["drop_path"]).to(device)
     threads = tr["threads"] or auto_threads(model, parallel_jobs)
@@ -153,7 +164,7 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None):
     plain = plain_loss(task)  # what the doctor's extra passes measure: no smoothing, no mixing
     deferred = tr["nonfinite_check"] == "deferred" or (tr["nonfinite_check"] == "auto" and device.type == "cuda")
     flag, snap, replay_until = torch.zeros((), dtype=torch.bool, device=device), None, -1
-    status, error, stopped_early, t_loop = "completed", None, None, time.perf_counter()
+    status, error, stopped_early, pruned, t_loop = "completed", None, None, None, time.perf_counter()
     if policy == "rollback" and state.good is None:
         state.good = keep_good(model, opt)
     stop, progress = StopRequest(console.console if loud else None), console.progress(tr["max_steps"], tr["progress"]
@@ -252,11 +263,13 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None):
                                 if k in ("val_loss", "val_acc")}
                     update_best(state.best, row, step)
                     state.first = state.first or {k: v for k, v in row.items() if k.startswith("val_")}
+                    if trial is not None and objective in row:
+                        trial.report(row[objective], step)
+                        pruned = state.doctor.hopeless(step, row, meta)
                     target = tr["target"]
-                    if target is not None and tr["objective"] in row and tr["objective"] not in state.reached:
-                        value = row[tr["objective"]]
-                        if value >= target if tr["objective"] == "val_acc" else value <= target:
-                            state.reached[tr["objective"]] = step
+                    if target is not None and objective in row and objective not in state.reached:
+                        if row[objective] >= target if objective == "val_acc" else row[objective] <= target:
+                            state.reached[objective] = step
                 if row and loud:
                     files.row(step, row)
                     state.last |= row
@@ -271,13 +284,15 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None):
                     if state.good is not None and math.isfinite(row.get("val_loss", math.nan)):
                         state.good = keep_good(model, opt)  # at eval steps: the state to roll back to
                     patience = reg["early_stopping"] * tr["eval_every"]
-                    objective = tr["objective"]
                     if patience and objective in row and step - state.best[f"{objective}_step"] >= patience:
                         stopped_early = step  # no better objective for `early_stopping` evaluations
                 if world > 1 and (log_now or eval_now or ckpt_now):  # decisions rank 0 made: every rank follows
                     stopped_early = step if distributed.any_rank(stopped_early is not None, device) else None
                     status = "diverged" if distributed.any_rank(status == "diverged", device) else status
                 if status == "diverged":
+                    break
+                if pruned:
+                    status = "pruned"  # a search trial the doctor found hopeless: Optuna records it as pruned
                     break
                 if ckpt_now or (stopped_early is not None and every > 0):
                     rngs = distributed.gather(capture_rng()) if world > 1 else None
@@ -299,8 +314,8 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None):
         raise
     finally:
         t_end = time.perf_counter()
-        summary = summarize(cfg, state, status, error, stopped_early, t_end - t_start, t_end - t_loop, meta, device,
-                            threads, world, model, ckpt_path)
+        summary = summarize(cfg, state, objective, status, error, stopped_early, t_end - t_start, t_end - t_loop, meta,
+                            device, threads, world, model, ckpt_path) | {"pruned": pruned}
         if loud:
             if status in ("completed", "diverged"):  # the verdict; a panel only when something is wrong
                 show([d for d in state.doctor.at_end(summary, meta) if d.severity != "info"], overrides,
@@ -337,7 +352,8 @@ def hparams(cfg, overrides):
     return out | {"trainer.seed": cfg["trainer"]["seed"], "trainer.max_steps": cfg["trainer"]["max_steps"]}
 
 
-def summarize(cfg, state, status, error, stopped_early, wall, loop_time, meta, device, threads, world, model, ckpt):
+def summarize(cfg, state, objective, status, error, stopped_early, wall, loop_time, meta, device, threads, world, model,
+              ckpt):
     tr, done = cfg["trainer"], state.step
     final = {k: finite_or_none(v) for k, v in state.last.items() if k.startswith(("train_loss", "train_acc", "val_"))
              and k != "train_loss_se"}
@@ -348,8 +364,8 @@ def summarize(cfg, state, status, error, stopped_early, wall, loop_time, meta, d
         "wall_time_s": round(wall, 3), "loop_time_s": round(loop_time, 3),
         "steps_per_s": round(done / loop_time, 2) if loop_time > 0 else None,
         "final": final, "best": state.best, "first": state.first,
-        "objective": {"name": tr["objective"], "value": finite_or_none(state.last.get(tr["objective"]))},
-        "steps_to_target": state.reached.get(tr["objective"]), "target": tr["target"],
+        "objective": {"name": objective, "value": finite_or_none(state.last.get(objective))},
+        "steps_to_target": state.reached.get(objective), "target": tr["target"],
         f"train_loss_last_{tr['last_n']}": sum(losses) / len(losses) if losses else None,
         "spikes": len(state.doctor.watch.spikes), "nonfinite": state.counts,
         "task": meta["task"], "chance": meta.get("chance"),

@@ -88,6 +88,22 @@ class Doctor:
         evidence = {"lr_after": lr_after} if kind == "rollback" else {"first": step, "last": step, "count": 1}
         return self._keep([Diagnosis(kind, "warning", step, where, message, evidence, fixes)])
 
+    def hopeless(self, step, row, meta, after=0.3, at_least=100):
+        """Why a search trial cannot win (at chance, or its val loss no better than at first, after `after` of its
+        steps and at least `at_least` steps, where healthy runs of these tasks have long left chance), else None."""
+        from trainlab.doctor.verdict import NEAR_CHANCE, NO_BETTER
+
+        steps = self.cfg["trainer"]["max_steps"]
+        if step < max(after * steps, at_least):
+            return None
+        chance, acc, loss = meta.get("chance"), row.get("val_acc"), row.get("val_loss")
+        first = self.watch.evals[0][1] if self.watch.evals else None
+        if chance is not None and acc is not None and acc <= chance + NEAR_CHANCE * (1 - chance):
+            return f"val_acc {acc:.3f} still at chance ({chance:.3f}) at step {step} of {steps}"
+        if first is not None and loss is not None and step > self.watch.evals[0][0] and loss >= NO_BETTER * first:
+            return f"val_loss {loss:.4g} no better than at first ({first:.4g}) at step {step} of {steps}"
+        return None
+
     def at_end(self, summary, meta):
         """The run's verdict (learned, did not learn, unstable, diverged, overfitting) as a finding."""
         from trainlab.doctor.verdict import verdict

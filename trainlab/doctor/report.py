@@ -15,6 +15,7 @@ from trainlab.doctor.findings import Diagnosis
 from trainlab.doctor.fixes import clip_fix, command, config_overrides, lr_fix, warmup_fix
 from trainlab.doctor.smells import config_smells
 from trainlab.doctor.watch import WATCH_KEYS, Watch, observe
+from trainlab.runs.files import unfinished_status
 
 STYLE = {"error": "red", "warning": "yellow", "info": "blue"}
 
@@ -155,8 +156,13 @@ def main(argv=None):
         return 2
     code = 0
     for run_dir in runs:
-        diags, summary = diagnose_run(run_dir), _read(run_dir / "summary.json", json.loads) or {}
-        status = summary.get("status", "no summary.json: the run crashed or is still running")
+        diags, summary = diagnose_run(run_dir), _read(run_dir / "summary.json", json.loads)
+        if isinstance(summary, dict) and isinstance(summary.get("status"), str):
+            status = summary["status"]
+        else:
+            rows = _read(run_dir / "metrics.jsonl", _rows) or []
+            status = f"{unfinished_status(run_dir)} (no summary.json; last logged step " \
+                     f"{rows[-1]['step'] if rows else 'none'})"
         console.print(f"[bold]{run_dir}[/]: {status}, {len(diags)} diagnoses")
         show(diags, run_overrides(run_dir), console)
         code = max(code, int(any(d.severity == "error" for d in diags)))

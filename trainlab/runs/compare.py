@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from trainlab.runs.files import unfinished_status
+
 SEED_KEY = "trainer.seed"
 METRICS = {  # column -> (where in summary.json, decimals shown, higher is better)
     "val_acc": (("final", "val_acc"), 4, True),
@@ -79,8 +81,8 @@ def read_run(run_dir, root):
     metrics = load("metrics.jsonl", lambda text: [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines()
                                                   ]) or []  # complete lines only: a running job may be mid-line
     summary = load("summary.json", json.loads)
-    if summary is None:  # no summary yet: running once the loop opened metrics.jsonl, else missing (never started)
-        summary = _partial_summary(metrics, "running" if (run_dir / "metrics.jsonl").exists() else "missing")
+    if not isinstance(summary, dict) or not isinstance(summary.get("status"), str):  # none, or corrupt
+        summary = _partial_summary(metrics, unfinished_status(run_dir))  # running, killed, or missing
     diagnosis = load("diagnosis.json", json.loads) or []
     name = str(run_dir.relative_to(root)) if run_dir != root else run_dir.name
     return {"dir": run_dir, "name": name, "params": {k: _norm(v) for k, v in params.items()}, "summary": summary,

@@ -77,7 +77,7 @@ def provenance(cfg, device):
     from trainlab.config import CONF_DIR
 
     out = {"trainlab": trainlab.__version__, "torch": torch.__version__, "python": platform.python_version(),
-           "platform": platform.platform(), "host": platform.node(), "device": str(device),
+           "platform": platform.platform(), "host": platform.node(), "pid": os.getpid(), "device": str(device),
            "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "cwd": os.getcwd(),
            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     checkout = CONF_DIR.parent
@@ -91,6 +91,32 @@ def provenance(cfg, device):
         out |= {"git_commit": git("rev-parse", "HEAD") or None,
                 "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
     return out
+
+
+def alive(provenance_record):
+    """Is the process that wrote this provenance still running (on this host)? False when unknown elsewhere."""
+    pid, host = provenance_record.get("pid"), provenance_record.get("host")
+    if not isinstance(pid, int) or host != platform.node():
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError, OverflowError):
+        return False
+    return True
+
+
+def unfinished_status(run_dir):
+    """The status of a run without a readable summary.json: running (its process is alive), killed (it began
+    training and died without a word: SIGKILL, a crash of the machine), or missing (it never started)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "metrics.jsonl").exists():
+        return "missing"
+    try:
+        record = json.loads((run_dir / "provenance.json").read_text())
+    except (OSError, ValueError):
+        record = {}
+    resumed = record.get("resumed") or []
+    return "running" if alive(resumed[-1] if resumed else record) else "killed"
 
 
 class RunFiles:

@@ -2,10 +2,14 @@
 
     trainlab search --trials 20 'optimizer.lr=loguniform(1e-4,1e-1)' 'optimizer=choice(sgd,adamw)' trainer.seed=1
 
-The study lives in DIR/study.db (SQLite): run the same command with --dir DIR to resume an interrupted search.
-Each trial is an ordinary run directory in DIR (with .hydra/overrides.yaml), so `trainlab compare DIR` ranks them.
+The study lives in DIR/study.db (SQLite): run the same command with --dir DIR to resume an interrupted search (the
+sampler continues, it does not repeat the first trials). Each trial is an ordinary run directory in DIR, so
+`trainlab compare DIR` ranks them. A trial that diverges, or that the doctor finds hopeless (its verdict is final:
+non-finite, or still at chance where healthy runs have learned), is stopped and recorded as pruned; one that fails
+is recorded as failed: neither is ever scored.
 """
 import argparse
+import math
 import re
 import sys
 import time
@@ -13,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from trainlab.config import CONF_DIR, ConfigError, check_overrides, validate
+from trainlab.config import ConfigError, objective_name
 from trainlab.runs.rundir import safe_name
 
 SPEC = re.compile(r"^([\w.]+)=(loguniform|uniform|int|choice)\((.*)\)$")
@@ -25,14 +29,31 @@ def parse(args):
     for arg in args:
         match = SPEC.match(arg)
         if not match:
+            if re.match(r"^[\w.]+=\w+\(", arg):
+                raise ConfigError(f"{arg}: not a search space; write KEY=loguniform(a,b), uniform(a,b), int(a,b) "
+                                  "or choice(x,y,...)")
             fixed.append(arg)
             continue
         key, kind, inner = match.groups()
-        values = [v.strip() for v in inner.split(",")]
-        if kind != "choice":
+        values = [v.strip() for v in inner.split(",") if v.strip()]
+        if key in spaces:
+            raise ConfigError(f"{arg}: {key} has a search space already")
+        if kind == "choice":
+            if not values:
+                raise ConfigError(f"{arg}: choice() needs at least one value, e.g. {key}=choice(a,b)")
+        else:
             if len(values) != 2:
                 raise ConfigError(f"{arg}: {kind}() takes two bounds, e.g. {key}={kind}(1,10)")
-            values = [(int if kind == "int" else float)(v) for v in values]
+            try:
+                values = [(int if kind == "int" else float)(v) for v in values]
+            except ValueError:
+                raise ConfigError(f"{arg}: the bounds of {kind}() must be {'integers' if kind == 'int' else 'numbers'}"
+                                  ) from None
+            low, high = values
+            if not all(math.isfinite(v) for v in values) or not low < high:
+                raise ConfigError(f"{arg}: need finite bounds with low < high, e.g. {key}={kind}(1,10)")
+            if kind == "loguniform" and low <= 0:
+                raise ConfigError(f"{arg}: loguniform() needs bounds > 0, e.g. {key}=loguniform(1e-4,1e-1)")
         spaces[key] = (kind, values)
     return spaces, fixed
 
@@ -52,14 +73,19 @@ def suggest(trial, spaces):
 
 def compose_config(overrides):
     """The validated plain config that `trainlab OVERRIDES` would run."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    from trainlab.api import compose
 
-    check_overrides(overrides)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose("train", overrides=overrides), resolve=True)
-    validate(cfg)
-    return cfg
+    return compose(*overrides)
+
+
+def check_spaces(spaces, fixed):
+    """Compose the corners of every search space now, so a bad key or value fails before the first trial."""
+    for key, (kind, values) in spaces.items():
+        for value in values if kind == "choice" else values[:2]:
+            try:
+                compose_config([*fixed, f"{key}={value}"])
+            except ConfigError as exc:
+                raise ConfigError(f"{key}={kind}({','.join(map(str, values))}): at {key}={value}: {exc}") from None
 
 
 def foreign_study(study_dir):
@@ -84,18 +110,26 @@ def foreign_study(study_dir):
 
 def main(argv):
     parser = argparse.ArgumentParser(prog="trainlab search", description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=20, help="total completed trials wanted (resume counts them)")
+    parser.add_argument("--trials", type=int, default=20, help="total trials wanted, pruned ones included (a resumed "
+                                                               "study counts the ones it has)")
     parser.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
     parser.add_argument("--dir", type=Path, default=None, help="study directory (default: a new one in outputs/search)")
     parser.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    parser.add_argument("--no-prune", action="store_true", help="let every trial run to its end")
     parser.add_argument("args", nargs="+", help="KEY=loguniform(a,b) | uniform(a,b) | int(a,b) | choice(x,y,..), "
                                                 "or a fixed override")
     ns = parser.parse_args(argv)
     try:
+        if ns.trials < 1:
+            raise ConfigError(f"--trials {ns.trials}: must be >= 1")
         spaces, fixed = parse(ns.args)
         if not spaces:
             raise ConfigError("nothing to search: give at least one KEY=loguniform(a,b) / uniform / int / choice")
-        objective = compose_config(fixed)["trainer"]["objective"]
+        objective = objective_name(compose_config(fixed))
+        check_spaces(spaces, fixed)
+        problem = foreign_study(ns.dir) if ns.dir else None
+        if problem:
+            raise ConfigError(problem)
     except ConfigError as exc:
         print(f"trainlab: error: {exc}", file=sys.stderr)
         return 2
@@ -106,19 +140,18 @@ def main(argv):
     from trainlab.train import run
 
     study_dir = ns.dir or Path("outputs/search") / time.strftime("%Y-%m-%d/%H-%M-%S")
-    problem = foreign_study(study_dir)
-    if problem:
-        print(f"trainlab: error: {problem}", file=sys.stderr)
-        return 2
     study_dir.mkdir(parents=True, exist_ok=True)
-    sampler = optuna.samplers.TPESampler(seed=ns.seed) if ns.sampler == "tpe" else \
-        optuna.samplers.RandomSampler(seed=ns.seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name="trainlab", storage=f"sqlite:///{study_dir / 'study.db'}",
-                                sampler=sampler, load_if_exists=True,
+    storage = f"sqlite:///{study_dir / 'study.db'}"
+    study = optuna.create_study(study_name="trainlab", storage=storage, load_if_exists=True,
                                 direction="maximize" if objective == "val_acc" else "minimize")
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by an interrupted search
         study._storage.set_trial_state_values(stale._trial_id, state=TrialState.FAIL)
+    before = len(study.trials)
+    seed = ns.seed + before  # a resumed search draws new points, not the first trials' again
+    study.sampler = optuna.samplers.TPESampler(seed=seed) if ns.sampler == "tpe" else \
+        optuna.samplers.RandomSampler(seed=seed)
+    saved = {"steps": 0, "pruned": 0}
 
     def trial_fn(trial):
         sampled = suggest(trial, spaces)
@@ -127,18 +160,31 @@ def main(argv):
         run_dir = study_dir / f"{trial.number}_{safe_name(name)}"  # named by what was sampled, like a multirun job
         (run_dir / ".hydra").mkdir(parents=True)  # a new trial number: a directory that exists is not ours
         (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-        try:
-            cfg = compose_config(overrides)
-        except ConfigError as exc:
-            raise optuna.TrialPruned(f"config error: {exc}")  # e.g. a sampled value the option rejects
-        value = run(cfg, run_dir)["objective"]["value"]
-        if value is None:
-            raise optuna.TrialPruned("the run diverged")
+        cfg = compose_config(overrides)  # checked at the corners; a value inside a space is valid too
+        summary = run(cfg, run_dir, trial=None if ns.no_prune else trial)  # the loop asks the doctor each eval
+        value = summary["objective"]["value"]
+        if summary["status"] != "completed" or value is None:
+            saved["steps"] += summary["max_steps"] - summary["steps"]
+            saved["pruned"] += 1
+            reason = summary.get("pruned") or f"the run ended {summary['status']} at step {summary['steps']}"
+            trial.set_user_attr("pruned", reason)
+            raise optuna.TrialPruned(reason)
         return value
 
-    done = len(study.get_trials(states=(TrialState.COMPLETE,)))
-    if done < ns.trials:
-        study.optimize(trial_fn, n_trials=ns.trials - done, catch=(Exception,))
+    if before < ns.trials:
+        try:
+            study.optimize(trial_fn, n_trials=ns.trials - before, catch=(Exception,))
+        except KeyboardInterrupt:
+            print(f"trainlab search: interrupted; resume with --dir {study_dir}", file=sys.stderr)
+            return 130
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    counts = {s.name.lower(): len(study.get_trials(states=(s,))) for s in (TrialState.PRUNED, TrialState.FAIL)}
+    print(f"{len(study.trials)} trials: {len(done)} complete, {counts['pruned']} pruned, {counts['fail']} failed; "
+          f"this search stopped {saved['pruned']} early and saved {saved['steps']} steps")
+    if not done:
+        print("trainlab search: no trial completed; see the failed runs with trainlab compare "
+              f"{study_dir}", file=sys.stderr)
+        return 1
     best = study.best_trial
     print(f"best of {len(study.trials)} trials: {objective}={best.value:.4f} with "
           + " ".join(f"{k}={v}" for k, v in best.params.items()))

@@ -9,6 +9,8 @@ from pathlib import Path
 import yaml
 from hydra.experimental.callback import Callback
 
+from trainlab.runs.files import unfinished_status
+
 RESUME_KEYS = ("trainer.skip_completed", "trainer.resume")  # how a job is resumed, not what it is
 OUTCOME = {}  # filled by SweepReport for __main__: {"failed": n, "jobs": n}
 
@@ -70,7 +72,7 @@ def sweep_rows(sweep_dir):
     """(job dir name, status, error) for every job directory of a sweep."""
     rows = []
     for job_dir in sorted(p for p in Path(sweep_dir).iterdir() if (p / ".hydra").is_dir()):
-        summary = read_summary(job_dir) or {"status": "missing", "error": "no readable summary.json (killed?)"}
+        summary = read_summary(job_dir) or {"status": unfinished_status(job_dir), "error": "no readable summary.json"}
         rows.append((job_dir.name, summary["status"], summary.get("error")))
     return rows
 
