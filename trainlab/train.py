@@ -153,7 +153,7 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None):
     if loud:
         console.print_config(cfg, run_dir, threads, device, gain, world)
         if ckpt is not None:
-            console.console.print(f"resumed from {ckpt_path} at step {state.step}")
+            console.console.print(f"resumed from {ckpt_path} at step {state.step}", soft_wrap=True)
         else:
             show(state.doctor.at_start(cfg["data"]["batch_size"] // world), overrides, console.console)
         files.findings(state.doctor.findings, overrides)
