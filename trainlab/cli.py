@@ -87,7 +87,8 @@ def task(cfg):
                 print(f"trainlab: {taken} holds another run; this job runs in {run_dir}", file=sys.stderr)
             if run_files(run_dir) and plain["trainer"]["resume"] == "never":
                 plain["trainer"]["resume"] = "auto"  # an earlier attempt of this very job: continue it
-        written = write_hydra_files(run_dir, cfg, hc)
+        if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 writes the run's files
+            written = write_hydra_files(run_dir, cfg, hc)
         from trainlab.train import run  # torch is imported only for a valid config
 
         summary = run(plain, run_dir, _parallel_jobs(hc))
@@ -116,6 +117,8 @@ def task(cfg):
         traceback.print_exc()
         error = f"{type(exc).__name__}: {exc}"
     print(f"trainlab: job failed: {error}", file=sys.stderr)
+    if os.environ.get("RANK", "0") != "0":
+        return None
     if not run_files(run_dir):
         write_hydra_files(run_dir, cfg, hc)  # so that a resumed sweep knows this job
     if read_summary(run_dir) is None:  # a failure inside the loop has already written a fuller one
@@ -208,6 +211,14 @@ def main():
         except ConfigError as exc:
             _fail(exc)
     os.environ[MAIN_PID] = str(os.getpid())  # joblib workers watch this process
+    if not any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in args):
+        from trainlab.distributed import shared_stamp
+
+        stamp = shared_stamp()  # torchrun: every rank in rank 0's directory (the pattern of conf/train.yaml)
+        if stamp:
+            multirun = any(a in ("-m", "--multirun") for a in args)
+            sys.argv.append(f"hydra.sweep.dir=outputs/multirun/{stamp}" if multirun else
+                            f"hydra.run.dir=outputs/runs/{stamp}")
     from trainlab.runs.rundir import STARTED
 
     try:

@@ -23,6 +23,24 @@ def launched_by_torchrun():
     return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
 
 
+def shared_stamp():
+    """Under torchrun: one timestamp for every rank (rank 0's, through torchrun's store), so that all ranks name
+    the same run directory; None when not launched by torchrun or when there is no agent store to share it."""
+    import datetime
+    from datetime import timedelta
+
+    if not launched_by_torchrun() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                          timeout=timedelta(seconds=120))
+    key = f"trainlab/stamp/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}"
+    if os.environ.get("RANK") == "0":
+        store.set(key, datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f"))
+    return store.get(key).decode()
+
+
 def init_from_env(device_type):
     """Join the process group torchrun (or our launcher) described in the environment; no-op for one process."""
     if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -40,7 +58,42 @@ def shard(x, y, rank, world):
     return x[rank::world], y[rank::world]
 
 
+class SyncBatchNorm(torch.nn.SyncBatchNorm):
+    """torch's SyncBatchNorm over the last dim, for (N, C) features and (N, T, C) tokens (like norms.BatchNorm)."""
+
+    def forward(self, x):
+        if x.dim() == 3:
+            return super().forward(x.transpose(1, 2)).transpose(1, 2)
+        return super().forward(x)
+
+
+def sync_batchnorm(model):
+    """Replace every BatchNorm1d of model by a SyncBatchNorm with the same parameters and statistics; the count."""
+    count = 0
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.BatchNorm1d):
+                sync = SyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                     child.track_running_stats)
+                sync.load_state_dict(child.state_dict())
+                setattr(module, child_name, sync.to(child.weight.device))
+                count += 1
+    return count
+
+
+def prepare(model, device):
+    """Before the optimizer sees the parameters: BatchNorm over all processes (SyncBatchNorm) on GPUs; on the CPU,
+    where torch's SyncBatchNorm does not run, each process normalizes its own share. Returns a note, or None."""
+    if not any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()):
+        return None
+    if device.type == "cuda":
+        return f"BatchNorm: SyncBatchNorm in {sync_batchnorm(model)} layers (statistics over every process)"
+    return (f"BatchNorm with {dist.get_world_size()} processes on {device.type}: torch's SyncBatchNorm runs only on "
+            "GPUs, so each process normalizes over its own share of the batch")
+
+
 def wrap(model, device):
+    """DDP around the model: gradients averaged across ranks in backward."""
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -103,5 +156,20 @@ def launch(cfg, run_dir, parallel_jobs=1):
                           run_id=f"trainlab-{uuid.uuid4().hex[:8]}", rdzv_backend="c10d",
                           rdzv_endpoint=f"127.0.0.1:{port}", max_restarts=0, monitor_interval=0.5,
                           start_method="spawn")
-    results = elastic_launch(config, _rank_entry)(cfg, str(run_dir), parallel_jobs)
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    from trainlab.config import ConfigError
+
+    if cfg["data"]["batch_size"] % config.nproc_per_node:
+        raise ConfigError(f"data.batch_size={cfg['data']['batch_size']} does not split into {config.nproc_per_node} "
+                          f"equal shares (one per process): use a multiple of {config.nproc_per_node}")
+    try:
+        results = elastic_launch(config, _rank_entry)(cfg, str(run_dir), parallel_jobs)
+    except ChildFailedError as exc:  # a rank raised: the first failure's own words, a config error as one
+        rank, failure = exc.get_first_failure()
+        message = failure.message.get("message", str(failure)) if isinstance(failure.message, dict) else \
+            str(failure.message)
+        if message.startswith("ConfigError: "):
+            raise ConfigError(message[len("ConfigError: "):]) from None
+        raise RuntimeError(f"rank {rank} of trainer.devices={config.nproc_per_node} failed: {message}") from None
     return results[0]

@@ -120,8 +120,13 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None):
         return distributed.launch(cfg, run_dir, parallel_jobs)  # N ranks, each back in here
     t_start = time.perf_counter()
     tr, reg = cfg["trainer"], cfg["regularization"]
+    if distributed.launched_by_torchrun():
+        distributed.init_from_env(resolve_device(tr["device"]).type)  # torchrun: join the group (once per process)
     rank, world = distributed.rank_world()
     device = resolve_device(tr["device"], rank)
+    if cfg["data"]["batch_size"] % world:
+        raise ConfigError(f"data.batch_size={cfg['data']['batch_size']} does not split into {world} equal shares "
+                          f"(one per process): use a multiple of {world}")
 
     # --- build: data -> model -> init -> param groups -> optimizer -> schedule (no file is written before it works)
     torch.manual_seed(tr["seed"])
@@ -133,6 +138,7 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None):
     threads = tr["threads"] or auto_threads(model, parallel_jobs)
     torch.set_num_threads(threads)  # per job: Hydra's basic launcher runs every job in one process
     gain = build_init(cfg["init"], cfg["model"]["activation"])(model)
+    bn_note = distributed.prepare(model, device) if world > 1 else None  # SyncBatchNorm (GPUs) before the optimizer
     opt = build_optimizer(cfg["optimizer"], model)
     schedule = build_schedule(cfg["schedule"], opt, tr["max_steps"])
     clip = build_clip(cfg["clip"], model)
@@ -152,6 +158,8 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None):
     loud = rank == 0
     if loud:
         console.print_config(cfg, run_dir, threads, device, gain, world)
+        if bn_note:
+            console.console.print(f"[yellow]{bn_note}[/]", soft_wrap=True)
         if ckpt is not None:
             console.console.print(f"resumed from {ckpt_path} at step {state.step}", soft_wrap=True)
         else:
