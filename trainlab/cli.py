@@ -36,7 +36,9 @@ def resolved(cfg):
     try:
         return OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"cannot resolve the config: {str(exc).splitlines()[0]}") from None
+        key = getattr(exc, "full_key", None)
+        where = f"{key}: " if key else ""
+        raise ConfigError(f"{where}cannot resolve its interpolation: {str(exc).splitlines()[0]}") from None
 
 
 def _parallel_jobs(hc):
@@ -63,7 +65,7 @@ def task(cfg):
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     run_dir = Path(hc.runtime.output_dir)
-    overrides = list(hc.overrides.task)
+    overrides = OmegaConf.to_container(hc.overrides.task, resolve=False)  # as typed: ${...} left unresolved
     written = []  # files this job wrote before it could fail on a config error (single run: removed again)
     main_pid = int(os.environ.get(MAIN_PID, os.getpid()))
     if multirun and main_pid != os.getpid():  # a joblib worker
@@ -87,11 +89,14 @@ def task(cfg):
                 print(f"trainlab: {taken} holds another run; this job runs in {run_dir}", file=sys.stderr)
             if run_files(run_dir) and plain["trainer"]["resume"] == "never":
                 plain["trainer"]["resume"] = "auto"  # an earlier attempt of this very job: continue it
-        if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 writes the run's files
+        if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 writes the run's files, and speaks
             written = write_hydra_files(run_dir, cfg, hc)
+            from trainlab.console import print_config
+
+            print_config(plain, run_dir)  # the first thing a run shows, before torch is imported
         from trainlab.train import run  # torch is imported only for a valid config
 
-        summary = run(plain, run_dir, _parallel_jobs(hc))
+        summary = run(plain, run_dir, _parallel_jobs(hc), config_shown=True)
         LAST["status"] = summary["status"]
         if main_pid != os.getpid() and os.getppid() != main_pid:
             os._exit(130)  # a worker whose trainlab process died: its files are closed, nobody wants more
@@ -187,6 +192,10 @@ def help_text():
 
 
 def main():
+    from trainlab.runs.rundir import STARTED
+    from trainlab.runs.sweep import OUTCOME
+
+    STARTED.clear(), LAST.clear(), OUTCOME.clear()  # one invocation's state (main may run twice in one process)
     args = sys.argv[1:]
     command = args[0] if args else ""
     if command in SUBCOMMANDS:
@@ -211,16 +220,15 @@ def main():
         except ConfigError as exc:
             _fail(exc)
     os.environ[MAIN_PID] = str(os.getpid())  # joblib workers watch this process
-    if not any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in args):
-        from trainlab.distributed import shared_stamp
+    if "TORCHELASTIC_RUN_ID" in os.environ and not any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir="))
+                                                        for a in args):
+        from trainlab.distributed import shared_stamp  # imports torch: only under torchrun
 
         stamp = shared_stamp()  # torchrun: every rank in rank 0's directory (the pattern of conf/train.yaml)
         if stamp:
             multirun = any(a in ("-m", "--multirun") for a in args)
             sys.argv.append(f"hydra.sweep.dir=outputs/multirun/{stamp}" if multirun else
                             f"hydra.run.dir=outputs/runs/{stamp}")
-    from trainlab.runs.rundir import STARTED
-
     try:
         task()
     except SystemExit as exc:
@@ -232,8 +240,6 @@ def main():
 
         report_interrupted()
         sys.exit(130)
-    from trainlab.runs.sweep import OUTCOME
-
     if OUTCOME.get("failed"):
         sys.exit(1)  # the sweep report above says which jobs and why
     sys.exit(EXIT.get(LAST.get("status"), 0))

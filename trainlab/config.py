@@ -73,8 +73,10 @@ RULES = {
 
 
 def warmup_default(steps, max_steps):
-    """A shipped warmup: `steps`, but at most a tenth of the run, so the defaults compose for any max_steps >= 1."""
-    return min(int(steps), int(max_steps) // 10)
+    """A shipped warmup: `steps`, but at most a tenth of the run, so the defaults compose for any max_steps >= 1.
+    A max_steps that is not an integer leaves `steps` (validate() then names trainer.max_steps)."""
+    return min(int(steps), max_steps // 10) if isinstance(max_steps, int) and not isinstance(max_steps, bool) \
+        else int(steps)
 
 
 def register_resolvers():
@@ -89,12 +91,13 @@ def register_resolvers():
         OmegaConf.register_new_resolver("trainlab_safe", safe)
 
 
-def _typed_default(default, cfg):
-    """The default a key's type comes from: ${group.key} -> that key's default; ${trainlab_warmup:...} -> an int."""
+def _typed_default(default, names):
+    """The default a key's type comes from: ${group.key} -> that key's default (names: group -> chosen option);
+    ${trainlab_warmup:...} -> an int."""
     if default.startswith("${trainlab_warmup:"):
         return 0
     target_group, target_key = default[2:-1].split(".")
-    return options(target_group)[cfg[target_group]["name"]][target_key]
+    return options(target_group)[names[target_group]][target_key]
 
 
 SEQUENCE_DATA, REGRESSION_DATA = ("text", "markov"), ("quadratic",)
@@ -150,22 +153,70 @@ def _not_a_setting(group, key, name):
     return ConfigError(f"{group}.{key} is not a setting of {group}={name}.{hint}\n  {group}={name} settings: {settings}")
 
 
-def check_overrides(args):
-    """Reject command-line keys that the chosen option does not have (Hydra lets `+group.typo=1` through)."""
+def _parse(args):
+    """Hydra's parsed overrides, one argument at a time so that a syntax error names the argument it is in."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    parser, parsed = OverridesParser.create(), []
+    for arg in args:
+        if arg.startswith("="):
+            raise ConfigError(f"cannot read {arg!r}: no key before '='. Write group=option or group.key=value")
+        try:
+            parsed += parser.parse_overrides([arg])
+        except Exception as exc:  # Hydra's OverrideParseException: report it as one line
+            lines = [line for line in str(exc).splitlines() if line.strip() and not line.startswith("See https")]
+            if lines and lines[0].startswith("LexerNoViableAltException"):  # a character the grammar cannot take
+                col = len(lines[1]) - len(lines[1].lstrip()) - len("LexerNoViableAltException: ") if len(
+                    lines) > 1 else 0
+                why = f"the grammar stops at {arg[max(0, col):max(0, col) + 10]!r} (non-ASCII text, an unclosed " \
+                      "quote or bracket: put the value in quotes, e.g. key='\"value\"')"
+            else:
+                why = next((line for line in lines if not line.startswith("Error parsing override")), "a syntax error")
+            raise ConfigError(f"cannot read {arg!r}: {why}. Write group=option, group.key=value, or a sweep "
+                              "group=a,b") from None
+    return parsed
+
+
+def _check_choices(overrides, chosen):
+    """Every group=option names a shipped option (users' own presets come with --config-dir, checked by Hydra)."""
+    for o in overrides:
+        group = o.key_or_group
+        if group not in GROUPS and group != "experiment":
+            continue
+        shipped = options(group)
+        for name in chosen.get(group, []) if group != "experiment" else [o.value()]:
+            if name is not None and str(name) not in shipped:
+                names = [n for n in shipped if group != "norm" or n not in options("model")]  # not the aliases
+                raise ConfigError(f"{group}={name}: no such {group} option.{_nearest(str(name), shipped)}\n"
+                                  f"  {group} options: {', '.join(names)}")
+
+
+def _check_effect(overrides, chosen):
+    """A key set on the command line that can have no effect in any chosen combination is an error, not a no-op."""
+    given = {o.key_or_group: o.value() for o in overrides if not o.is_sweep_override()}
+    norms = [options("norm").get(n, {}).get("name", n) for n in chosen.get("norm", [])]
+    if "model.norm_position" in given and norms and all(n == "none" for n in norms):
+        raise ConfigError(f"model.norm_position={given['model.norm_position']} has no effect with norm=none (no norm "
+                          "to place): choose a norm, e.g. norm=layernorm")
+    if given.get("model.causal") is False and given.get("model.readout") == "all":
+        raise ConfigError("model.causal=false has no effect with model.readout=all: predicting every position is "
+                          "always causal (else a position would see the token it predicts)")
+
+
+def check_overrides(args):
+    """Reject command-line overrides that cannot be right: syntax errors, unknown options, keys the chosen option does
+    not have (Hydra lets `+group.typo=1` through), settings that would have no effect."""
     candidates = [a for a in args if "=" in a and not a.startswith("-")]
-    try:
-        overrides = OverridesParser.create().parse_overrides(candidates)
-    except Exception:
-        return  # Hydra reports syntax errors itself, with the position
+    overrides = _parse(candidates)
     chosen = {g: [o] for g, o in default_options().items()}
     for o in overrides:
         if o.key_or_group in GROUPS:
             chosen[o.key_or_group] = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
-    if not any(o.key_or_group == "norm" for o in overrides):
-        chosen["norm"] = chosen["model"]  # each model's standard norm (norm/<model>.yaml)
+    if not any(o.key_or_group == "norm" for o in overrides):  # each model's standard norm (norm/<model>.yaml)
+        chosen["norm"] = [options("norm").get(m, {}).get("name", m) for m in chosen["model"]]
     experiment = any(o.key_or_group == "experiment" for o in overrides)  # a preset may switch options: be lenient
+    if not any(o.key_or_group.startswith("hydra.searchpath") for o in overrides):
+        _check_choices(overrides, chosen)
     every_key = [f"{g}.{k}" for g in GROUPS for k in _group_keys(g)]
     for o in overrides:
         key = o.key_or_group
@@ -184,6 +235,33 @@ def check_overrides(args):
             for name in chosen.get(group, []):
                 if name in options(group) and sub not in options(group)[name]:
                     raise _not_a_setting(group, sub, name)
+        if not experiment and rest == sub and not o.is_sweep_override() and not o.is_delete():
+            _check_given(o, group, sub, chosen)  # a wrong value fails here, before Hydra composes anything
+    if not experiment:
+        _check_effect(overrides, chosen)
+
+
+def _check_given(o, group, key, chosen):
+    """The value of one command-line group.key=value, when it is a plain value (no interpolation)."""
+    name = "default" if group == "trainer" else (chosen.get(group) or [None])[0]
+    if name not in options(group) or key not in options(group)[name]:
+        return
+    value = o.value()
+    if isinstance(value, str) and "${" in value:
+        return  # resolved at compose time, checked by validate
+    default = options(group)[name][key]
+    if isinstance(default, str) and default.startswith("${"):
+        default = _typed_default(default, {g: c[0] for g, c in chosen.items() if c})
+    _check_value(group, key, _plain(value), default)
+
+
+def _plain(value):
+    """Hydra's parsed override value as plain Python (its lists and dicts are ListConfig-like types)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _type_error(key, value, default):
@@ -225,17 +303,22 @@ def validate(cfg):
             full = f"{group}.{key}"
             if key not in node:
                 raise ConfigError(f"{full} is missing (default {default!r})")
-            value = node[key]
             if isinstance(default, str) and default.startswith("${"):  # typed by the default it points to
-                default = _typed_default(default, cfg)
-            problem = _type_error(full, value, default)
-            if problem:
-                raise ConfigError(problem)
-            if full in CHOICES and value not in CHOICES[full]:
-                raise ConfigError(f"{full}={value!r}: choose from {', '.join(CHOICES[full])}")
-            if key in RULES and value is not None and not RULES[key][0](value):
-                raise ConfigError(f"{full}={value!r}: must be {RULES[key][1]}")
+                default = _typed_default(default, {g: cfg[g]["name"] for g in GROUPS if g != "trainer"})
+            _check_value(group, key, node[key], default)
     _check_relations(cfg)
+
+
+def _check_value(group, key, value, default):
+    """One key's value against its default's type, its choices and its range; raise ConfigError if wrong."""
+    full = f"{group}.{key}"
+    problem = _type_error(full, value, default)
+    if problem:
+        raise ConfigError(problem)
+    if full in CHOICES and value not in CHOICES[full]:
+        raise ConfigError(f"{full}={value!r}: choose from {', '.join(CHOICES[full])}")
+    if key in RULES and value is not None and not RULES[key][0](value):
+        raise ConfigError(f"{full}={value!r}: must be {RULES[key][1]}")
 
 
 def _check_relations(cfg):

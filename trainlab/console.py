@@ -6,18 +6,22 @@ from rich.table import Table
 console = Console()
 
 
-def print_config(cfg, run_dir, threads, device, init_note=None, processes=1):
+def print_config(cfg, run_dir):
+    """The resolved config, one group a row (printed before torch is imported: the first thing a run shows)."""
     from rich.markup import escape
 
     table = Table(title=f"trainlab run -> {escape(str(run_dir))}", title_justify="left", show_header=False, box=None)
     for group, node in cfg.items():
         shown = node.items() if group != "doctor" else []  # its thresholds: `trainlab --cfg job` shows them
         settings = "  ".join(f"{k}={v}" for k, v in shown if k != "name")
-        if group == "init" and init_note:
-            settings = f"{settings}  ({init_note})".strip()
         table.add_row(f"[bold]{group}[/]", f"[cyan]{escape(str(node.get('name', '')))}[/]", escape(settings))
     console.print(table)
-    console.print(f"device={device}  torch threads={threads}" + (f"  processes={processes}" if processes > 1 else ""))
+
+
+def print_setup(device, threads, init_note=None, processes=1):
+    """What the build decided: device, threads, processes, and what the init did (its gains)."""
+    line = f"device={device}  torch threads={threads}" + (f"  processes={processes}" if processes > 1 else "")
+    console.print(line + (f"  init: {init_note}" if init_note else ""), soft_wrap=True)
 
 
 def progress(total, enabled):

@@ -127,7 +127,7 @@ def broadcast(obj, src=0):
     return box[0]
 
 
-def _rank_entry(cfg, run_dir, parallel_jobs):
+def _rank_entry(cfg, run_dir, parallel_jobs, config_shown):
     """One rank of trainer.devices=N: join the group, train, leave."""
     from pathlib import Path
 
@@ -137,12 +137,12 @@ def _rank_entry(cfg, run_dir, parallel_jobs):
     watch_parent()  # the launching job dies (kill -9): this rank stops too
     init_from_env(resolve_device(cfg["trainer"]["device"]).type)
     try:
-        return run(cfg, Path(run_dir), parallel_jobs)
+        return run(cfg, Path(run_dir), parallel_jobs, config_shown=config_shown)
     finally:
         dist.destroy_process_group()
 
 
-def launch(cfg, run_dir, parallel_jobs=1):
+def launch(cfg, run_dir, parallel_jobs=1, config_shown=False):
     """trainer.devices=N: N ranks on this machine through torch.distributed's elastic launch; rank 0's summary."""
     import socket
     import uuid
@@ -164,7 +164,7 @@ def launch(cfg, run_dir, parallel_jobs=1):
         raise ConfigError(f"data.batch_size={cfg['data']['batch_size']} does not split into {config.nproc_per_node} "
                           f"equal shares (one per process): use a multiple of {config.nproc_per_node}")
     try:
-        results = elastic_launch(config, _rank_entry)(cfg, str(run_dir), parallel_jobs)
+        results = elastic_launch(config, _rank_entry)(cfg, str(run_dir), parallel_jobs, config_shown)
     except ChildFailedError as exc:  # a rank raised: the first failure's own words, a config error as one
         rank, failure = exc.get_first_failure()
         message = failure.message.get("message", str(failure)) if isinstance(failure.message, dict) else \

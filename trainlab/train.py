@@ -21,7 +21,7 @@ from trainlab.parts.data import batch_at, build_data
 from trainlab.parts.inits import build_init
 from trainlab.parts.models import build_model
 from trainlab.parts.norms import build_norm
-from trainlab.parts.objectives import evaluate, per_sample_loss, plain_loss, resolve_task
+from trainlab.parts.objectives import batch_noise, evaluate, plain_loss, resolve_task, training_loss
 from trainlab.parts.optim import build_optimizer
 from trainlab.parts.precision import build_precision
 from trainlab.parts.regularization import build_ema, check_mixing, mix
@@ -107,17 +107,18 @@ def resolve_objective(name, task):
 
 
 def nonfinite(loss, grad_norm):
-    """A 0-d bool tensor on the device: is this step's loss (or measured grad norm) NaN/inf? No host sync."""
-    bad = ~torch.isfinite(loss.detach())
-    return bad if grad_norm is None else bad | ~torch.isfinite(grad_norm)
+    """A 0-d bool tensor on the device: is this step's loss (or measured grad norm) NaN/inf? No host sync.
+    One sum, one check: a NaN or inf in either makes the sum non-finite."""
+    return ~torch.isfinite(loss.detach() if grad_norm is None else loss.detach() + grad_norm)
 
 
-def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None):
+def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False):
     """Train one configuration; return the summary (also written to run_dir/summary.json). keep: a dict that
     receives the trained model under "model" (the Python API returns it). trial: an Optuna trial (trainlab search):
-    each evaluation is reported to it, and the run stops as "pruned" when the doctor finds it hopeless."""
+    each evaluation is reported to it, and the run stops as "pruned" when the doctor finds it hopeless.
+    config_shown: the command printed the config already (before importing torch)."""
     if cfg["trainer"]["devices"] > 1 and distributed.rank_world()[1] == 1:
-        return distributed.launch(cfg, run_dir, parallel_jobs)  # N ranks, each back in here
+        return distributed.launch(cfg, run_dir, parallel_jobs, config_shown)  # N ranks, each back in here
     t_start = time.perf_counter()
     tr, reg = cfg["trainer"], cfg["regularization"]
     if distributed.launched_by_torchrun():
@@ -157,7 +158,9 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None):
     overrides = run_overrides(run_dir) if rank == 0 else []
     loud = rank == 0
     if loud:
-        console.print_config(cfg, run_dir, threads, device, gain, world)
+        if not config_shown:
+            console.print_config(cfg, run_dir)
+        console.print_setup(device, threads, gain, world)
         if bn_note:
             console.console.print(f"[yellow]{bn_note}[/]", soft_wrap=True)
         if ckpt is not None:
@@ -191,8 +194,8 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None):
                 if mixing:
                     x, y, y2, lam = mix(x, y, reg["mixup_alpha"], reg["cutmix_alpha"], meta.get("image_shape"))
                 with autocast():
-                    losses = per_sample_loss(task, net(x).float(), y, reg["label_smoothing"], y2, lam)
-                    loss = losses.mean()
+                    out = net(x).float()
+                    loss = training_loss(task, out, y, reg["label_smoothing"], y2, lam)
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)  # fp16: true gradients before the grad norm and clipping (a no-op otherwise)
                 log_now = step % tr["log_every"] == 0 or step == last_step
@@ -203,16 +206,17 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None):
                 ckpt_now = every > 0 and (requested or step == last_step or (step + 1) % every == 0)
                 grad_norm, clipped = clip(log_now or world > 1)  # pre-clip norm; every step with DDP (one verdict)
                 # fp16: an inf grad norm is the GradScaler's (it skips that update and lowers the scale)
-                bad = nonfinite(loss, None if scaler.is_enabled() else grad_norm)
+                measured = None if scaler.is_enabled() else grad_norm
                 if deferred and step > replay_until:  # GPU: no host sync per step; checked where rows are written
-                    flag |= bad
+                    flag |= nonfinite(loss, measured)
                     if (log_now or eval_now or health_now or ckpt_now) and flag.item():
                         restore(state, snap)  # replay from the last check, step by step, to catch the first one
                         flag.zero_()
                         replay_until = step
                         opt.zero_grad(set_to_none=True)
                         continue
-                elif bad.item():  # checked before the update: a non-finite step is never applied
+                elif not math.isfinite((loss.detach() if measured is None else loss.detach() + measured).item()):
+                    # checked before the update (CPU, or a replay on GPU): a non-finite step is never applied
                     value = f"loss {loss.item():.4g}" + (f", grad norm {grad_norm.item():.4g}" if grad_norm is not None
                                                          else "")
                     if loud:
@@ -254,9 +258,9 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None):
                 row = {}
                 if log_now:  # .item() syncs a GPU: only at the log interval
                     value = loss.item() if world == 1 else distributed.mean(loss.item(), device)
-                    row = {"train_loss": value, "train_loss_se": (losses.detach().std() / len(losses) ** 0.5).item()
-                           if len(losses) > 1 else 0.0, "lr": lr, "grad_norm": grad_norm.item(),
-                           "clipped": float(clipped.item())}
+                    row = {"train_loss": value, "train_loss_se": batch_noise(task, out, y, reg["label_smoothing"], y2,
+                                                                             lam),
+                           "lr": lr, "grad_norm": grad_norm.item(), "clipped": float(clipped.item())}
                 if health_now:
                     stats |= update_ratio(model, before)
                     row["update_ratio"] = stats.pop("update_ratio")

@@ -154,6 +154,18 @@ def main(argv=None):
         print(f"trainlab doctor: error: no config.yaml in {' '.join(argv)} (nor in its subdirectories): "
               "not a trainlab run directory", file=sys.stderr)
         return 2
+    for run_dir in runs:  # every config readable before anything is printed
+        try:
+            cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            print(f"trainlab doctor: error: {run_dir / 'config.yaml'}: cannot read it ({str(exc).splitlines()[0]})",
+                  file=sys.stderr)
+            return 2
+        if not isinstance(cfg, dict) or not all(isinstance(cfg.get(g), dict) for g in ("trainer", "model",
+                                                                                         "optimizer", "data")):
+            print(f"trainlab doctor: error: {run_dir / 'config.yaml'} is not a trainlab config (no trainer, model, "
+                  "optimizer and data groups)", file=sys.stderr)
+            return 2
     code = 0
     for run_dir in runs:
         diags, summary = diagnose_run(run_dir), _read(run_dir / "summary.json", json.loads)

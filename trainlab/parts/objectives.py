@@ -4,9 +4,10 @@
     lm        logits (N, T, V), labels (N, T): every position predicts the token after it (causal models only)
     regress   outputs (N, 1), targets (N,) float: mean squared error / 2 (the quadratic's loss), no accuracy
 
-`per_sample_loss(task, out, y, ...)` gives one loss per sample (its mean is the training loss, its spread the batch
-noise the doctor compares spikes with); `evaluate(model, x, y, task, autocast)` the validation metrics: val_loss
-(plain, unsmoothed), val_acc, val_ece (15 equal-width bins) and val_conf (mean top-class probability).
+`training_loss(task, out, y, ...)` is the mean loss backward sees; `per_sample_loss(task, out, y, ...)` gives one loss
+per sample (at log steps: its spread is the batch noise the doctor compares spikes with); `evaluate(model, x, y,
+task, autocast)` the validation metrics: val_loss (plain, unsmoothed), val_acc, val_ece (15 equal-width bins) and
+val_conf (mean top-class probability).
 """
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,27 @@ def resolve_task(meta, model, y_train, y_val):
         counts = torch.bincount(y_val.reshape(-1).cpu(), minlength=meta["num_classes"])
         meta["chance"] = max(1 / meta["num_classes"], counts.max().item() / max(1, counts.sum().item()))
     return task, y_train, y_val
+
+
+def training_loss(task, out, y, label_smoothing=0.0, y2=None, lam=None):
+    """The mean loss of the batch, by torch's own reductions (one kernel; per_sample_loss().mean() would be another
+    summation order, and the training must not depend on which steps are logged)."""
+    if task == "regress":
+        return 0.5 * F.mse_loss(out.squeeze(-1), y)
+    if task == "lm":  # every position of every sequence
+        out, y, y2 = out.flatten(0, 1), y.flatten(), None if y2 is None else y2.flatten()
+    loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
+    if y2 is None:
+        return loss
+    return lam * loss + (1 - lam) * F.cross_entropy(out, y2, label_smoothing=label_smoothing)  # smoothed once
+
+
+def batch_noise(task, out, y, label_smoothing=0.0, y2=None, lam=None):
+    """The standard error of the batch's mean loss (per-sample spread / sqrt(batch)): how much a logged loss
+    wobbles from batch to batch by chance. 0 for a batch of one."""
+    with torch.no_grad():
+        per = per_sample_loss(task, out.detach(), y, label_smoothing, y2, lam)
+    return (per.std() / len(per) ** 0.5).item() if len(per) > 1 else 0.0
 
 
 def per_sample_loss(task, out, y, label_smoothing=0.0, y2=None, lam=None):

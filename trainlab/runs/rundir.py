@@ -54,11 +54,25 @@ def _fail(message):
     sys.exit(2)
 
 
+def unwritable(path):
+    """Why PATH cannot be made or written (its nearest existing ancestor is a file or not writable), else None."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        return f"{p} is a file, not a directory"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"{p} is not writable"
+    return None
+
+
 def run_dir_problem(run_dir, resume, spelled="hydra.run.dir"):
-    """Why run_dir cannot take this run (a file; it holds a run or a file named like a run file, and this is not a
-    resume), else None."""
+    """Why run_dir cannot take this run (a file; not writable; it holds a run or a file named like a run file, and
+    this is not a resume), else None."""
     if Path(run_dir).exists() and not Path(run_dir).is_dir():
         return f"{spelled}={run_dir} is a file, not a directory: choose a directory"
+    if unwritable(run_dir):
+        return f"{spelled}={run_dir}: cannot write there ({unwritable(run_dir)}); choose another directory"
     taken = run_files(run_dir)
     if taken and resume == "never":
         return (f"{spelled}={run_dir} already holds {', '.join(taken)}: trainlab never writes over a run. "
@@ -71,6 +85,8 @@ def check_sweep_dir(sweep_dir, resume, spelled):
     sweep_dir = Path(sweep_dir)
     if sweep_dir.exists() and not sweep_dir.is_dir():
         _fail(f"hydra.sweep.dir={spelled} is a file, not a directory: choose a directory")
+    if unwritable(sweep_dir):
+        _fail(f"hydra.sweep.dir={spelled}: cannot write there ({unwritable(sweep_dir)}); choose another directory")
     if not sweep_dir.is_dir():
         return
     if run_files(sweep_dir):
@@ -114,6 +130,14 @@ except ImportError:  # pragma: no cover - hydra is a dependency; this keeps the 
     Callback = object
 
 
+def _make(path, key):
+    """Make the directory now (Hydra would, a moment later): a place that cannot be made is a clear error."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"{key}={path}: cannot create it ({exc.strerror or exc}); choose another directory")
+
+
 class Guard(Callback):
     """Checks the run or sweep directory before Hydra makes it; records what did not exist yet."""
 
@@ -125,6 +149,7 @@ class Guard(Callback):
             if problem:
                 _fail(problem)
         _MADE[:] = missing_parents(spelled)
+        _make(spelled, "hydra.run.dir")
 
     def on_multirun_start(self, config, **kwargs):
         STARTED.append(True)
@@ -132,3 +157,4 @@ class Guard(Callback):
         check_sweep_dir(spelled, OmegaConf.select(config, "trainer.skip_completed", default=False), spelled)
         before = sorted(p.name for p in Path(spelled).iterdir()) if Path(spelled).is_dir() else []
         os.environ[SWEEP_BEFORE] = json.dumps(before)
+        _make(spelled, "hydra.sweep.dir")

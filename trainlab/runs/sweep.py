@@ -62,7 +62,8 @@ def write_hydra_files(run_dir, cfg, hc):
     folder.mkdir(parents=True)
     made = [folder]
     for name, node in (("config.yaml", cfg), ("hydra.yaml", OmegaConf.create({"hydra": hc})),
-                       ("overrides.yaml", OmegaConf.create(list(hc.overrides.task)))):
+                       ("overrides.yaml", OmegaConf.create(OmegaConf.to_container(hc.overrides.task,
+                                                                                   resolve=False)))):
         OmegaConf.save(node, folder / name)
         made.append(folder / name)
     return made

@@ -1,0 +1,176 @@
+"""trainlab's loop against the loop a user would write by hand: the same work, alternated, as a per-step time ratio.
+
+    python scripts/benchmark.py [--repeats 9] [--workloads mlp,wide,transformer] [--startup]
+
+Both loops get the same model, optimizer, schedule, data and seed from trainlab's own builders and one torch thread.
+The hand-written loop does what trainlab does at each setting: the same training steps (clip by norm, step, schedule),
+the loss read at the log interval and written to a JSON-lines file, evaluation at the eval interval. Settings:
+defaults (doctor on, checkpoints), doctor=off, and every extra off (no doctor, no checkpoints, logging and evaluation
+only at the end). Each cell is the median ratio of per-step loop time (trainlab / hand) over the repeats, with the
+spread (min-max). --startup times the command: first line of output, `--help`, a config error, a 1-step run.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+WORKLOADS = {  # name -> overrides (steps chosen so that one run takes a few seconds)
+    "mlp": ["trainer.max_steps=600"],  # the default job: MLP 2x256 on digits
+    "wide": ["model.width=1024", "model.depth=3", "trainer.max_steps=200"],  # compute dominates
+    "transformer": ["model=transformer", "data=modular_addition", "trainer.max_steps=200"],
+}
+SETTINGS = {
+    "defaults": [],
+    "doctor off": ["doctor=off"],
+    "every extra off": ["doctor=off", "trainer.ckpt_every=0", "trainer.log_every=100000", "trainer.eval_every=100000"],
+}
+COMMON = ["trainer.progress=false", "trainer.threads=1"]
+
+
+def steps(cfg, n):
+    """cfg with trainer.max_steps = n (the schedule's warmup as composed for the longer run)."""
+    return {**cfg, "trainer": {**cfg["trainer"], "max_steps": n}}
+
+
+def cpu_seconds(fn, *args):
+    """Thread CPU time of fn(*args): one torch thread runs every op in this thread, and CPU time does not count the
+    time other processes of a busy machine hold the core (wall time would)."""
+    t0 = time.thread_time()
+    fn(*args)
+    return time.thread_time() - t0
+
+
+def per_step(loop, cfg, folder, n):
+    """Seconds per step: the time of 2n steps minus that of n steps, over n: build and start-up cancel out."""
+    return (cpu_seconds(loop, steps(cfg, 2 * n), folder) - cpu_seconds(loop, steps(cfg, n), folder)) / n
+
+
+def trainlab_loop(cfg, folder):
+    """trainlab's whole run: build, loop, files."""
+    import contextlib
+    import io
+
+    from trainlab.train import run
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        run(cfg, Path(tempfile.mkdtemp(dir=folder)))
+
+
+def hand_loop(cfg, folder):
+    """The loop a user writes: trainlab's builders, then a plain for-loop doing the same work."""
+    import contextlib
+
+    import torch
+    import torch.nn.functional as F
+
+    from trainlab.parts.data import batch_at, build_data
+    from trainlab.parts.inits import build_init
+    from trainlab.parts.models import build_model
+    from trainlab.parts.norms import build_norm
+    from trainlab.parts.objectives import evaluate, resolve_task
+    from trainlab.parts.optim import build_optimizer
+    from trainlab.parts.schedules import build_schedule
+
+    tr = cfg["trainer"]
+    torch.manual_seed(tr["seed"])
+    (x, y), (xv, yv), meta = build_data(cfg["data"], torch.device("cpu"))
+    task, y, yv = resolve_task(meta, cfg["model"], y, yv)
+    model = build_model(cfg["model"], meta, build_norm(cfg["norm"]), 0.0, 0.0)
+    build_init(cfg["init"], cfg["model"]["activation"])(model)
+    opt = build_optimizer(cfg["optimizer"], model)
+    schedule = build_schedule(cfg["schedule"], opt, tr["max_steps"])
+    bs, last = cfg["data"]["batch_size"], tr["max_steps"] - 1
+    log = open(Path(tempfile.mkdtemp(dir=folder)) / "metrics.jsonl", "w", buffering=1)
+    for step in range(tr["max_steps"]):
+        xb, yb = batch_at(step, x, y, bs, tr["seed"])
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip"]["max_norm"], foreach=True)
+        opt.step()
+        schedule.step()
+        opt.zero_grad(set_to_none=True)
+        row = {}
+        if step % tr["log_every"] == 0 or step == last:
+            row = {"train_loss": loss.item(), "grad_norm": grad_norm.item()}
+        if step % tr["eval_every"] == 0 or step == last:
+            row |= evaluate(model, xv, yv, task, contextlib.nullcontext)
+        if row:
+            log.write(json.dumps({"step": step, **row}) + "\n")
+    log.close()
+
+
+def measure(workload, setting, repeats, folder):
+    import torch
+
+    from trainlab.api import compose
+
+    cfg = compose(*WORKLOADS[workload], *SETTINGS[setting], *COMMON)
+    n = cfg["trainer"]["max_steps"] // 2
+    torch.set_num_threads(1)
+    hand_loop(steps(cfg, 10), folder), trainlab_loop(steps(cfg, 10), folder)  # warm up: first-call costs, caches
+    ratios, times = [], []
+    for i in range(repeats):  # alternate which goes first
+        if i % 2 == 0:
+            ours = per_step(trainlab_loop, cfg, folder, n)
+            hand = per_step(hand_loop, cfg, folder, n)
+        else:
+            hand = per_step(hand_loop, cfg, folder, n)
+            ours = per_step(trainlab_loop, cfg, folder, n)
+        ratios.append(ours / hand)
+        times.append((ours, hand))
+    return ratios, times
+
+
+def startup(folder):
+    """Seconds to the first line of output, for --help, for a config error, and for a whole 1-step run."""
+    def first_line(args):
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "trainlab", *args], cwd=folder, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        proc.stdout.readline()
+        first = time.perf_counter() - t0
+        proc.communicate()
+        return first, time.perf_counter() - t0
+
+    out = {}
+    for name, args in (("first line of a run", ["trainer.max_steps=1", "trainer.progress=false"]),
+                       ("--help", ["--help"]), ("config error", ["optimizer.lr=-1"]),
+                       ("1-step run", ["trainer.max_steps=1", "trainer.progress=false"])):
+        samples = [first_line(args) for _ in range(5)]
+        out[name] = statistics.median(s[1 if name == "1-step run" else 0] for s in samples)
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--startup", action="store_true", help="also time the command's start-up")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    with tempfile.TemporaryDirectory() as folder:
+        print(f"| workload | {' | '.join(args.settings.split(','))} |")
+        print("|---|" + "---:|" * len(args.settings.split(",")))
+        for workload in args.workloads.split(","):
+            cells = []
+            for setting in args.settings.split(","):
+                ratios, times = measure(workload, setting, args.repeats, folder)
+                ms = statistics.median(t[1] for t in times) * 1e3
+                cells.append(f"{statistics.median(ratios):.3f}x ({min(ratios):.3f}-{max(ratios):.3f}; "
+                             f"hand {ms:.2f} ms/step)")
+            print(f"| {workload} | {' | '.join(cells)} |", flush=True)
+        if args.startup:
+            for name, seconds in startup(folder).items():
+                print(f"{name}: {seconds:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
