@@ -73,14 +73,16 @@ def _clone(obj):
     return copy.deepcopy(obj)  # state_dicts hold tensors, numbers and lists: deepcopy clones the tensors
 
 
-def capture(state, rng=True):
-    """A snapshot of the state: state_dicts (cloned), counters, the doctor's watch and, by default, the RNG."""
-    return {"step": state.step, "model": _clone(state.model.state_dict()), "opt": _clone(state.opt.state_dict()),
-            "schedule": _clone(state.schedule.state_dict()), "scaler": state.scaler.state_dict(),
-            "ema": _clone(state.ema.state_dict()) if state.ema is not None else None,
+def capture(state, rng=True, clone=True):
+    """A snapshot of the state: state_dicts, counters, the doctor's watch and, by default, the RNG. clone=False
+    shares the tensors (for torch.save, which copies them out at once: a checkpoint needs no second copy)."""
+    copy_ = _clone if clone else (lambda x: x)
+    return {"step": state.step, "model": copy_(state.model.state_dict()), "opt": copy_(state.opt.state_dict()),
+            "schedule": copy_(state.schedule.state_dict()), "scaler": state.scaler.state_dict(),
+            "ema": copy_(state.ema.state_dict()) if state.ema is not None else None,
             "doctor": state.doctor.state_dict(), "best": dict(state.best), "last": dict(state.last),
-            "counts": dict(state.counts), "good": _clone(state.good), "reached": dict(state.reached), "first": dict(state.first),
-            "losses": list(state.losses), "rng": rng_state() if rng else None}
+            "counts": dict(state.counts), "good": copy_(state.good), "reached": dict(state.reached),
+            "first": dict(state.first), "losses": list(state.losses), "rng": rng_state() if rng else None}
 
 
 def restore(state, snap):
@@ -139,7 +141,7 @@ def save_checkpoint(folder, state, cfg, keep, world=1, rngs=None):
 
     folder = Path(folder)
     folder.mkdir(exist_ok=True)
-    snap = capture(state, rng=False)
+    snap = capture(state, rng=False, clone=False)
     snap |= {"format": FORMAT, "identity": identity(cfg), "world": world, "rng": rngs or [rng_state()]}
     path = folder / f"step-{state.step:08d}.pt"
     import io
