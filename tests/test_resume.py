@@ -172,5 +172,5 @@ def test_a_killed_sweep_resumes_each_job_from_its_own_checkpoint(tmp_path):
     assert (job0 / "metrics.jsonl").read_text() == (tmp_path / "ref" / "metrics.jsonl").read_text()
     assert same_tensors(final_params(job0)["model"], final_params(tmp_path / "ref")["model"])
     rows = [json.loads(line)["step"] for line in (job0 / "metrics.jsonl").read_text().splitlines()]
-    steps = [e.step for e in EventAccumulator(str(job0)).Reload().Scalars("loss/train")]
+    steps = [e.step for e in EventAccumulator(str(job0)).Reload().Scalars("Loss/train")]
     assert steps == rows  # the killed attempt's events after the checkpoint were purged: no step twice

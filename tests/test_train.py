@@ -41,10 +41,10 @@ def test_run_files_hold_the_metrics(train):
 
     events = EventAccumulator(str(run_dir)).Reload()  # TensorBoard's own reader
     tags = events.Tags()["scalars"]
-    for tag in ("loss/train", "loss/val", "accuracy/val", "accuracy/train", "opt/lr", "opt/grad_norm", "opt/clipped"):
+    for tag in ("Loss/train", "Loss/val", "Accuracy/val", "Accuracy/train", "opt/lr", "opt/grad_norm", "opt/clipped"):
         assert tag in tags
-    assert [e.step for e in events.Scalars("accuracy/val")] == [0, 20, 39]
-    assert events.Scalars("loss/train")[-1].value == pytest.approx(rows[-1]["train_loss"], rel=1e-6)
+    assert [e.step for e in events.Scalars("Accuracy/val")] == [0, 20, 39]
+    assert events.Scalars("Loss/train")[-1].value == pytest.approx(rows[-1]["train_loss"], rel=1e-6)
     # the HPARAMS tab: hyperparameters and final metrics in the same run (not a sub-directory)
     hparams = events.PluginTagToContent("hparams")
     assert "_hparams_/experiment" in hparams and "_hparams_/session_start_info" in hparams

@@ -148,46 +148,49 @@ def version():
 
 
 def help_text():
+    """`trainlab --help`, 80 columns wide: the subcommands, the groups and their options, examples, exit codes."""
     from trainlab.config import options
 
     groups = ("optimizer", "schedule", "norm", "init", "clip", "regularization", "model", "data", "precision")
-    width = 80 - 14
     lines = []
     for group in groups:
-        names = [n for n in options(group) if not (group == "norm" and n in ("mlp", "transformer", "rnn"))]
-        text, row = "", []
+        names = [n for n in options(group) if not (group == "norm" and n in options("model"))]
+        row, rows = "", []
         for name in names:
-            if len(text) + len(name) + 1 > width:
-                row.append(text)
-                text = ""
-            text += (" " if text else "") + name
-        row.append(text)
-        lines += [f"  {group if i == 0 else '':<12}{r}" for i, r in enumerate(row)]
+            if row and len(row) + len(name) + 1 > 80 - 17:
+                rows.append(row)
+                row = ""
+            row += (" " if row else "") + name
+        rows.append(row)
+        lines += [f"  {group if i == 0 else '':<15}{r}" for i, r in enumerate(rows)]
     return "\n".join([
-        f"{version()}",
-        "Compose an optimizer, norm, init, schedule, clip and regularizer into one training loop.",
+        version(),
+        "One training loop from your choice of optimizer, norm, init, schedule, clip",
+        "and regularizer; every curve in TensorBoard; a doctor that says what went wrong.",
         "",
         "usage:",
-        "  trainlab [GROUP=OPTION ...] [GROUP.KEY=VALUE ...]    one run, in outputs/runs/DATE/TIME/",
-        "  trainlab -m GROUP=A,B GROUP.KEY=X,Y ...              a sweep, in outputs/multirun/DATE/TIME/",
-        "  trainlab list [GROUP]                                every option and its settings",
-        "  trainlab compare DIR                                 rank the runs under DIR: table, figure",
-        "  trainlab doctor RUN_DIR                              diagnose a run that ended or died",
-        "  trainlab search --trials N 'KEY=loguniform(a,b)'     Optuna search over runs",
-        "  trainlab download mnist|fashion_mnist|cifar10        fetch a dataset, checksums verified",
-        "  trainlab lesson [NAME]                               the curriculum's claims, one study each",
+        "  trainlab [GROUP=OPTION ...] [GROUP.KEY=VALUE ...]  one run (outputs/runs/)",
+        "  trainlab -m GROUP=A,B GROUP.KEY=X,Y ...            a sweep (outputs/multirun/)",
+        "  trainlab list [GROUP]                  every option and its settings",
+        "  trainlab compare DIR                   rank the runs under DIR: table, figure",
+        "  trainlab doctor RUN_DIR                diagnose a run that ended or died",
+        "  trainlab search --trials N 'KEY=loguniform(a,b)' ...   Optuna search",
+        "  trainlab download mnist|fashion_mnist|cifar10   fetch a dataset (checksums)",
+        "  trainlab lesson [NAME]                 the curriculum's claims, one study each",
         "",
-        "groups and their options (GROUP=OPTION):",
+        "groups and their options (GROUP=OPTION; keys: trainlab list GROUP):",
         *lines,
         "",
         "examples:",
         "  trainlab optimizer=sgd optimizer.lr=0.05 norm=batchnorm",
         "  trainlab -m optimizer=sgd,adamw norm=none,layernorm trainer.seed=0,1",
-        "  trainlab model=transformer data=modular_addition trainer.resume=auto hydra.run.dir=RUN_DIR",
+        "  trainlab hydra.run.dir=RUN_DIR trainer.resume=auto     continue a run",
         "  tensorboard --logdir outputs",
         "",
-        "exit codes: 0 completed, 1 diverged or failed, 2 usage or config error, 130 interrupted",
-        "Hydra's flags work too: --cfg job, --info, --config-dir DIR, -sc install=bash; see trainlab --hydra-help",
+        "exit codes: 0 completed, 1 diverged or failed, 2 usage or config error,",
+        "            130 interrupted (Ctrl-C, SIGTERM: checkpointed first)",
+        "Hydra's flags work too (--cfg job, --info, --config-dir DIR, -sc install=bash):",
+        "see trainlab --hydra-help",
     ]) + "\n"
 
 

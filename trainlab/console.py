@@ -1,6 +1,6 @@
 """What a run shows on the console: the resolved config, a progress bar, the final summary table."""
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 console = Console()
@@ -25,15 +25,21 @@ def print_setup(device, threads, init_note=None, processes=1):
 
 
 def progress(total, enabled):
-    bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not enabled)
+    """A progress bar that fits 80 columns: steps, the latest metrics, the time left."""
+    bar = Progress(TextColumn("[bold]train"), BarColumn(bar_width=12), MofNCompleteColumn(),
+                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console, disable=not enabled)
     bar.add_task("train", total=total, info="")
     return bar
 
 
-def advance(bar, completed, last):
-    fmt = {"train_loss": "loss {:.4f}", "val_acc": "val_acc {:.3f}", "lr": "lr {:.2e}"}
-    info = "  ".join(f.format(last[k]) for k, f in fmt.items() if k in last)
+def advance(bar, completed, last, eval_step=None):
+    """The bar's text: the latest loss and lr, and the latest validation value with the step it was measured at
+    (it is only measured every trainer.eval_every steps: a stale number must not pass for a fresh one)."""
+    at = f"@{eval_step}" if eval_step is not None else ""
+    fmt = {"train_loss": "loss {:.4f}", "val_acc": "val_acc {:.3f}" + at, "lr": "lr {:.2e}"}
+    if "val_acc" not in last:
+        fmt["val_loss"] = "val_loss {:.4f}" + at
+    info = "  ".join(f.format(last[k]) for k, f in fmt.items() if isinstance(last.get(k), (int, float)))
     bar.update(bar.task_ids[0], completed=completed, info=info)
 
 

@@ -10,6 +10,7 @@ import os
 import time
 
 import torch
+import torch.utils.tensorboard  # noqa: F401 (loaded with the loop: a process's first run must not time its import)
 
 from trainlab import console, distributed
 from trainlab.config import ConfigError
@@ -27,6 +28,7 @@ from trainlab.parts.precision import build_precision
 from trainlab.parts.regularization import build_ema, check_mixing, mix
 from trainlab.parts.schedules import build_schedule
 from trainlab.runs.files import RunFiles, finite_or_none
+from trainlab.runs.sweep import swept_keys
 from trainlab.state import LoopState, StopRequest, capture, load_checkpoint, newest_checkpoint, restore, \
     save_checkpoint
 
@@ -176,6 +178,7 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
     deferred = tr["nonfinite_check"] == "deferred" or (tr["nonfinite_check"] == "auto" and device.type == "cuda")
     flag, snap, replay_until = torch.zeros((), dtype=torch.bool, device=device), None, -1
     status, error, stopped_early, pruned, t_loop = "completed", None, None, None, time.perf_counter()
+    eval_step = None  # the step of the latest evaluation (the progress bar says how old its val_acc is)
     if policy == "rollback" and state.good is None:
         state.good = keep_good(model, opt)
     stop, progress = StopRequest(console.console if loud else None), console.progress(tr["max_steps"], tr["progress"]
@@ -288,7 +291,8 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
                     if "train_loss" in row:
                         state.losses = [(s, v) for s, v in state.losses if s > step - tr["last_n"]] + \
                             [(step, row["train_loss"])]
-                    console.advance(progress, step + 1, state.last)
+                    eval_step = step if "val_loss" in row else eval_step
+                    console.advance(progress, step + 1, state.last, eval_step)
                     if not math.isfinite(row.get("train_loss", 0.0)):
                         status = "diverged"  # the loss is NaN/inf: every later step would be too
                     show(state.doctor.after_row(step, row), overrides, console.console)
@@ -337,7 +341,8 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
             summary["diagnoses"] = [d.brief() for d in state.doctor.findings]
             files.findings(state.doctor.findings, overrides)
             files.summary(summary)
-            files.hparams(hparams(cfg, overrides), {k: v for k, v in summary["final"].items() if v is not None})
+            files.hparams(hparams(cfg, overrides, swept_keys(run_dir.parent)),
+                          {k: v for k, v in summary["final"].items() if v is not None})
             console.print_summary(summary, run_dir)
             print_brief([d for d in state.doctor.findings if d.kind != "verdict"], console.console)
             console.print_verdict(summary["verdict"])
@@ -351,17 +356,21 @@ def capture_rng():
     return rng_state()
 
 
-def hparams(cfg, overrides):
-    """The HPARAMS tab: each group's option, the keys set on the command line (a sweep's swept keys among them),
-    then seed and steps; not every constant of every group (the tab shows only a few columns at first)."""
-    out = {g: cfg[g]["name"] for g in ("optimizer", "schedule", "norm", "init", "clip", "regularization", "model",
-                                       "data", "precision")}
-    for o in overrides:
-        key, _, value = o.lstrip("+~").partition("=")
+QUIET_KEYS = ("trainer.progress", "trainer.threads", "trainer.skip_completed", "trainer.resume", "trainer.device")
+
+
+def hparams(cfg, overrides, swept):
+    """The HPARAMS tab, which shows its first five columns (by name) at first: in a sweep only what the sweep varies,
+    with seed and steps; in a single run each group's option and the keys set on the command line."""
+    def value(key):
         group, _, sub = key.partition(".")
-        if sub and group in cfg and sub in cfg[group]:
-            out[key] = cfg[group][sub]
-    return out | {"trainer.seed": cfg["trainer"]["seed"], "trainer.max_steps": cfg["trainer"]["max_steps"]}
+        return cfg[group][sub or "name"] if group in cfg and (sub or "name") in cfg[group] else None
+
+    keys = list(swept) if swept else [g for g in ("optimizer", "schedule", "norm", "init", "clip", "regularization",
+                                                  "model", "data", "precision")]
+    keys += [] if swept else [o.lstrip("+~").partition("=")[0] for o in overrides]
+    keys += ["trainer.seed", "trainer.max_steps"]
+    return {k: value(k) for k in dict.fromkeys(keys) if k not in QUIET_KEYS and value(k) is not None}
 
 
 def summarize(cfg, state, objective, status, error, stopped_early, wall, loop_time, meta, device, threads, world, model,

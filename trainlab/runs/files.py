@@ -6,8 +6,8 @@
     files.summary(summary)        # summary.json, atomic (temp file, fsync, rename)
 
 A resumed run (start_step > 0) keeps the metrics rows before start_step and tells TensorBoard to drop its events
-from start_step on (purge_step), so no step is duplicated or missing. Tags: loss/ and accuracy/ first, then opt/,
-then the per-layer statistics under health/.
+from start_step on (purge_step), so no step is duplicated or missing. Tags: Accuracy/ and Loss/ (TensorBoard orders
+groups by code point and opens the first two: capitals come first), then calibration/, opt/, health/ (per layer).
 """
 import json
 import math
@@ -18,11 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "val_loss_ema": "loss/val_ema",
-        "train_acc": "accuracy/train", "val_acc": "accuracy/val", "val_acc_ema": "accuracy/val_ema",
+TAGS = {"train_loss": "Loss/train", "val_loss": "Loss/val", "val_loss_ema": "Loss/val_ema",
+        "train_acc": "Accuracy/train", "val_acc": "Accuracy/val", "val_acc_ema": "Accuracy/val_ema",
         "val_ece": "calibration/val_ece", "val_conf": "calibration/val_confidence", "lr": "opt/lr",
         "grad_norm": "opt/grad_norm", "clipped": "opt/clipped", "update_ratio": "opt/update_ratio",
-        "train_loss_se": "loss/train_batch_noise"}
+        "train_loss_se": "Loss/train_batch_noise"}
 
 
 def finite_or_none(v):

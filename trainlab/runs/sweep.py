@@ -51,6 +51,18 @@ def completed_twin(sweep_dir, overrides):
     return None
 
 
+def swept_keys(sweep_dir):
+    """The keys a sweep varies (from its multirun.yaml: `optimizer=sgd,adamw` sweeps optimizer); [] if none."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        task = yaml.safe_load((Path(sweep_dir) / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
+        parsed = OverridesParser.create().parse_overrides([str(o) for o in task])
+    except Exception:  # no sweep here, or a record we cannot read: a single run
+        return []
+    return [o.key_or_group for o in parsed if o.is_sweep_override()]
+
+
 def write_hydra_files(run_dir, cfg, hc):
     """Hydra's record of a job in run_dir/.hydra (config, hydra, overrides), written by trainlab after its checks
     (hydra.output_subdir is null). An existing .hydra (a resumed job) is kept as it is. Returns the paths made."""
