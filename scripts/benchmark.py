@@ -1,6 +1,6 @@
 """trainlab's loop against the loop a user would write by hand: the same work, alternated, as a per-step time ratio.
 
-    python scripts/benchmark.py [--repeats 9] [--workloads mlp,wide,transformer] [--startup]
+    python scripts/benchmark.py [--repeats 9] [--workloads mlp,wide,transformer] [--startup] [--compile]
 
 Both loops get the same model, optimizer, schedule, data and seed from trainlab's own builders and one torch thread.
 The hand-written loop does what trainlab does at each setting: the same training steps (clip by norm, step, schedule),
@@ -128,6 +128,25 @@ def measure(workload, setting, repeats, folder):
     return ratios, times
 
 
+def compile_cost(workload, folder):
+    """trainer.compile=true against eager, both through trainlab: the compile time (the extra wall time of a run)
+    and the steady-state per-step CPU time ratio (compile time cancels in per_step)."""
+    import torch
+
+    from trainlab.api import compose
+
+    cfg = compose(*WORKLOADS[workload], *COMMON)
+    on = {**cfg, "trainer": {**cfg["trainer"], "compile": True}}
+    n = cfg["trainer"]["max_steps"] // 2
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    trainlab_loop(steps(on, n), folder)
+    t1 = time.perf_counter()
+    trainlab_loop(steps(cfg, n), folder)
+    t2 = time.perf_counter()
+    return (t1 - t0) - (t2 - t1), per_step(trainlab_loop, on, folder, n) / per_step(trainlab_loop, cfg, folder, n)
+
+
 def startup(folder):
     """Seconds to the first line of output, for --help, for a config error, and for a whole 1-step run."""
     def first_line(args):
@@ -154,6 +173,7 @@ def main():
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--startup", action="store_true", help="also time the command's start-up")
+    parser.add_argument("--compile", action="store_true", help="also measure trainer.compile=true")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory() as folder:
@@ -167,6 +187,10 @@ def main():
                 cells.append(f"{statistics.median(ratios):.3f}x ({min(ratios):.3f}-{max(ratios):.3f}; "
                              f"hand {ms:.2f} ms/step)")
             print(f"| {workload} | {' | '.join(cells)} |", flush=True)
+        if args.compile:
+            for workload in args.workloads.split(","):
+                seconds, ratio = compile_cost(workload, folder)
+                print(f"compile {workload}: {seconds:.1f} s to compile, then {ratio:.2f}x eager per step")
         if args.startup:
             for name, seconds in startup(folder).items():
                 print(f"{name}: {seconds:.2f} s")

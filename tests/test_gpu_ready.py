@@ -48,3 +48,11 @@ def test_deferred_check_reads_the_device_only_at_logged_rows(train, monkeypatch)
     per_step = len(calls)
     assert per_step - deferred >= 180  # the per-step check reads one value per step (200), the deferred one per row
     assert deferred < 200 / 2  # what remains is per logged row (loss, norms, evaluation): ~11 rows here
+
+
+@pytest.mark.slow
+def test_compiled_training_follows_eager_training(train):
+    eager, a = train("trainer.max_steps=40", "trainer.progress=false", "trainer.threads=1")
+    compiled, b = train("trainer.max_steps=40", "trainer.progress=false", "trainer.threads=1", "trainer.compile=true")
+    assert compiled["status"] == "completed"
+    assert abs(eager["final"]["val_loss"] - compiled["final"]["val_loss"]) < 1e-3  # same math, other kernels

@@ -99,6 +99,17 @@ def resume_point(cfg, run_dir, world):
     return path, load_checkpoint(path, cfg, world)
 
 
+def compiled(net):
+    """torch.compile for the training steps (evaluation and the doctor's passes use the model as written). Where
+    torch cannot compile (no C++ compiler, an unsupported op or platform) it says so and runs those parts eagerly."""
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True  # a graph torch cannot compile runs eagerly, with a warning
+    console.console.print("trainer.compile=true: the first steps compile the model (tens of seconds on a CPU); "
+                          "where torch cannot compile, it warns and runs eagerly", soft_wrap=True)
+    return torch.compile(net)
+
+
 def resolve_objective(name, task):
     """trainer.objective: auto = val_acc for classification, val_loss for language models and regression."""
     if name == "auto":
@@ -148,6 +159,8 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
     autocast, scaler = build_precision(cfg["precision"], device)
     ema = build_ema(model, reg["ema_decay"])
     net = distributed.wrap(model, device) if world > 1 else model  # DDP averages the gradients in backward
+    if tr["compile"]:
+        net = compiled(net)
     if world > 1:
         torch.manual_seed(tr["seed"] + rank)  # one init for all (DDP broadcasts rank 0's), dropout masks per rank
     state = LoopState(model, opt, schedule, scaler, ema, Doctor.new(cfg))
