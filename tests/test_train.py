@@ -101,3 +101,14 @@ def test_transformer_on_features_and_tokens(train):
 def test_transformer_learns_modular_addition(train):
     summary, _ = train("model=transformer", "data=modular_addition", "trainer.progress=false")
     assert summary["final"]["val_acc"] >= 0.95
+
+
+def test_lr_scaling_follows_the_batch_size(train):
+    rows = {}
+    for batch in (32, 128):
+        summary, run_dir = train(*fast(f"data.batch_size={batch}", "trainer.lr_scaling=linear", "trainer.ref_batch=64",
+                                       "schedule=constant"))
+        rows[batch] = read_jsonl(run_dir / "metrics.jsonl")[0]["lr"]
+    assert rows[32] == pytest.approx(3e-3 / 2) and rows[128] == pytest.approx(3e-3 * 2)  # adamw's lr is 3e-3
+    _, run_dir = train(*fast("data.batch_size=256", "trainer.lr_scaling=sqrt", "schedule=constant"))
+    assert read_jsonl(run_dir / "metrics.jsonl")[0]["lr"] == pytest.approx(3e-3 * 2)  # sqrt(256 / 64)

@@ -21,6 +21,7 @@ CHOICES = {
     "model.norm_position": ("pre", "post"),
     "trainer.device": ("auto", "cpu", "cuda", "mps"),
     "trainer.nonfinite_check": ("auto", "step", "deferred"),
+    "trainer.lr_scaling": ("none", "linear", "sqrt"),
     "model.readout": ("auto", "last", "all"),
     "trainer.objective": ("auto", "val_acc", "val_loss"),
     "trainer.on_nonfinite": ("stop", "skip", "rollback"),
@@ -60,7 +61,7 @@ RULES = {
     "n_heads": _count, "d_ff": _count, "num_samples": _count, "num_features": _count,
     "num_classes": (lambda v: v >= 2, "an integer >= 2"), "p": (lambda v: v >= 2, "an integer >= 2"),
     "threads": (lambda v: v >= 0, "an integer >= 0 (0 = automatic)"),
-    "devices": _count, "ckpt_every": (lambda v: v >= 0, "an integer >= 0 (0 = never)"), "ckpt_keep": _count,
+    "devices": _count, "ref_batch": _count, "ckpt_every": (lambda v: v >= 0, "an integer >= 0 (0 = never)"), "ckpt_keep": _count,
     "last_n": _count, "target": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and
                                  math.isfinite(v), "a finite number (or null: no target)"),
     "warmup_steps": (lambda v: v >= 0, "an integer >= 0 (0 = no warmup)"), "difficulty": _positive,

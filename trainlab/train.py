@@ -99,6 +99,16 @@ def resume_point(cfg, run_dir, world):
     return path, load_checkpoint(path, cfg, world)
 
 
+def scale_lr(opt, rule, batch, ref):
+    """trainer.lr_scaling: linear (Goyal et al. 2017: lr proportional to the batch) or sqrt (Krizhevsky 2014, the
+    Adam-type rule) times every group's lr, before the schedule reads it; returns the factor."""
+    factor = {"none": 1.0, "linear": batch / ref, "sqrt": (batch / ref) ** 0.5}[rule]
+    for group in opt.param_groups:
+        group["lr"] *= factor
+        group["base_lr"] = group["lr"]
+    return factor
+
+
 def compiled(net):
     """torch.compile for the training steps (evaluation and the doctor's passes use the model as written). Where
     torch cannot compile (no C++ compiler, an unsupported op or platform) it says so and runs those parts eagerly."""
@@ -154,6 +164,7 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
     gain = build_init(cfg["init"], cfg["model"]["activation"])(model)
     bn_note = distributed.prepare(model, device) if world > 1 else None  # SyncBatchNorm (GPUs) before the optimizer
     opt = build_optimizer(cfg["optimizer"], model)
+    lr_scale = scale_lr(opt, tr["lr_scaling"], cfg["data"]["batch_size"], tr["ref_batch"])
     schedule = build_schedule(cfg["schedule"], opt, tr["max_steps"])
     clip = build_clip(cfg["clip"], model)
     autocast, scaler = build_precision(cfg["precision"], device)
@@ -176,6 +187,10 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
         if not config_shown:
             console.print_config(cfg, run_dir)
         console.print_setup(device, threads, gain, world)
+        if lr_scale != 1.0:
+            console.console.print(f"trainer.lr_scaling={tr['lr_scaling']}: every lr x {lr_scale:.4g} (data.batch_size="
+                                  f"{cfg['data']['batch_size']} / trainer.ref_batch={tr['ref_batch']}): optimizer "
+                                  f"lr {opt.param_groups[0]['lr']:.4g}", soft_wrap=True)
         if bn_note:
             console.console.print(f"[yellow]{bn_note}[/]", soft_wrap=True)
         if ckpt is not None:
