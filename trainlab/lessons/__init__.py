@@ -1,0 +1,162 @@
+"""`trainlab lesson [NAME]`: the training-craft curriculum's claims, each one command that runs ordinary trainlab runs,
+draws one figure and writes a short report (setup, numbers, a one-line verdict), and says where they are.
+
+    trainlab lesson                     # the list
+    trainlab lesson init [--quick] [--out DIR] [--jobs 2]
+
+A lesson is a module here with TITLE, CLAIM, `plan(quick) -> [Point]` and `analyse(results, folder) -> Report`.
+Its runs are run directories like any other (`trainlab compare DIR` ranks them); nothing is tuned until the claim
+holds: where it does not reproduce at this scale, the verdict says so.
+"""
+import argparse
+import datetime
+import importlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NAMES = ("valleys", "init", "batchnorm", "warmup", "clipping", "overfitting", "adam_vs_sgd", "calibration",
+         "lion_grokking", "ablation", "processes")
+
+
+@dataclass
+class Point:
+    """One run of a lesson: a short name (its directory) and its overrides."""
+    name: str
+    overrides: list
+
+
+@dataclass
+class Report:
+    """What a lesson found: the verdict line, whether the claim reproduced, a markdown body, the figure's path."""
+    verdict: str
+    reproduced: bool
+    body: str
+    figure: Path
+    numbers: dict = field(default_factory=dict)
+
+
+def lesson(name):
+    return importlib.import_module(f"trainlab.lessons.{name}")
+
+
+def _run_point(point, folder):
+    """One point, in this process: compose, train, return the summary (quietly: the lesson shows its own progress)."""
+    import contextlib
+    import io
+
+    from trainlab.api import compose
+    from trainlab.train import run
+
+    cfg = compose(*point.overrides, "trainer.progress=false", "trainer.threads=1")
+    run_dir = Path(folder) / point.name
+    run_dir.mkdir(parents=True)
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in point.overrides))
+    with contextlib.redirect_stdout(io.StringIO()):
+        summary = run(cfg, run_dir)
+    return point.name, summary
+
+
+def run_points(points, folder, jobs=2, progress=True):
+    """Every point, `jobs` at a time in worker processes; {name: summary}, and the run directories under folder."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from trainlab.console import console
+
+    import multiprocessing
+
+    results = {}
+    bar = Progress(TextColumn("[bold]runs"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=console, disable=not progress)
+    with bar:
+        task = bar.add_task("runs", total=len(points))
+        if jobs == 1:
+            for point in points:
+                name, summary = _run_point(point, folder)
+                results[name] = summary
+                bar.advance(task)
+            return results
+        spawn = multiprocessing.get_context("spawn")  # fresh workers: no forked torch threads or Hydra state
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn) as pool:
+            for future in as_completed([pool.submit(_run_point, p, folder) for p in points]):
+                name, summary = future.result()
+                results[name] = summary
+                bar.advance(task)
+    return results
+
+
+def write_report(folder, module, report, points, seconds):
+    """folder/report.md: the claim, the setup (every run's overrides), the numbers, the verdict, the figure."""
+    setup = "\n".join(f"- `{p.name}`: `trainlab {' '.join(p.overrides)}`" for p in points)
+    text = (f"# {module.TITLE}\n\n**Claim.** {module.CLAIM}\n\n**Verdict.** {report.verdict}"
+            f"{'' if report.reproduced else ' (the claim did NOT reproduce at this scale)'}\n\n"
+            f"![figure]({report.figure.name})\n\n{report.body}\n\n## Setup\n\n{len(points)} runs, "
+            f"{seconds:.0f} s in all; each is a run directory here (`trainlab compare {folder}` ranks them):\n\n"
+            f"{setup}\n")
+    (folder / "report.md").write_text(text)
+    (folder / "lesson.json").write_text(json.dumps({"lesson": module.__name__.rsplit(".", 1)[1],
+                                                    "verdict": report.verdict, "reproduced": report.reproduced,
+                                                    "numbers": report.numbers, "seconds": round(seconds, 1)},
+                                                   indent=2) + "\n")
+    return folder / "report.md"
+
+
+def teach(name, out=None, quick=False, jobs=2, progress=True):
+    """Run lesson NAME: its runs, its analysis, its figure and report; returns (report, folder)."""
+    from trainlab.config import ConfigError
+
+    module = lesson(name)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
+    folder = Path(out) if out else Path("outputs/lessons") / name / stamp
+    if folder.exists() and any(folder.iterdir()):
+        raise ConfigError(f"--out {folder} is not empty: a lesson writes into a new folder (trainlab never writes over "
+                          "files it did not make)")
+    folder.mkdir(parents=True, exist_ok=True)
+    points = module.plan(quick)
+    t0 = time.perf_counter()
+    results = run_points(points, folder, jobs, progress)
+    report = module.analyse(results, folder, quick)
+    write_report(folder, module, report, points, time.perf_counter() - t0)
+    return report, folder
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog="trainlab lesson", description=__doc__.splitlines()[0])
+    parser.add_argument("name", nargs="?", help="the lesson to run; none: list them")
+    parser.add_argument("--quick", action="store_true", help="a tiny version (seconds): checks that it runs, "
+                                                             "not the claim")
+    parser.add_argument("--out", type=Path, help="a new (or empty) folder for its runs, figure and report")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once (one torch thread each)")
+    args = parser.parse_args(argv)
+    from rich.markup import escape
+
+    from trainlab.config import ConfigError
+    from trainlab.console import console
+
+    if args.name is None:
+        console.print("[bold]trainlab lesson NAME[/]: each a few minutes on 2 CPU cores, a figure and a report")
+        for name in NAMES:
+            module = lesson(name)
+            console.print(f"  [cyan]{name:<14}[/]{escape(module.TITLE)}", soft_wrap=True)
+        return 0
+    if args.name not in NAMES:
+        close = [n for n in NAMES if n.startswith(args.name[:3])]
+        print(f"trainlab lesson: error: no lesson {args.name!r}" + (f"; did you mean {close[0]}?" if close else "")
+              + f" Lessons: {', '.join(NAMES)}", file=sys.stderr)
+        return 2
+    if args.jobs < 1:
+        print(f"trainlab lesson: error: --jobs {args.jobs}: must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        report, folder = teach(args.name, args.out, args.quick, args.jobs)
+    except ConfigError as exc:
+        print(f"trainlab lesson: error: {exc}", file=sys.stderr)
+        return 2
+    console.print(f"[bold]{escape(lesson(args.name).TITLE)}[/]\nverdict: {escape(report.verdict)}", soft_wrap=True)
+    console.print(f"figure: {report.figure}\nreport: {folder / 'report.md'}", soft_wrap=True)
+    return 0
