@@ -173,6 +173,8 @@ def help_text():
         "  trainlab -m GROUP=A,B GROUP.KEY=X,Y ...            a sweep (outputs/multirun/)",
         "  trainlab list [GROUP]                  every option and its settings",
         "  trainlab compare DIR                   rank the runs under DIR: table, figure",
+        "  trainlab compare DIR --by K --nuisance K2    each K at its best K2 (fair)",
+        "  trainlab compare DIR --depth [--step N]      signal statistics against depth",
         "  trainlab doctor RUN_DIR                diagnose a run that ended or died",
         "  trainlab search --trials N 'KEY=loguniform(a,b)' ...   Optuna search",
         "  trainlab download mnist|fashion_mnist|cifar10   fetch a dataset (checksums)",

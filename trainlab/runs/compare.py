@@ -1,20 +1,19 @@
-"""`trainlab compare PATH`: the runs under PATH (a sweep, one run, or outputs/) in one ranked table and one figure.
+"""`trainlab compare PATH`: the runs under PATH (a sweep, one run, or outputs/) ranked in tables and one figure.
 
-    trainlab compare outputs/multirun/DATE/TIME --format md --sort steps_per_s --filter norm=layernorm
+    trainlab compare outputs/multirun/DATE/TIME [--wide] [--format md] [--sort steps_per_s] [--filter norm=layernorm]
 
-Columns are the overrides that differ between runs; runs that differ only by trainer.seed are one row (mean ± std, n).
-The figure (val loss/acc, train loss, lr vs step; seeds as a min-max band) is written to PATH/compare.png.
+One table per data+objective (runs of different data or objective are never ranked together); columns are the keys
+that vary; seeds of one configuration are one row (mean ± std, n), one row per status. The figure (val loss/acc,
+train loss, lr vs step) is PATH/compare.png; `--by K --nuisance K2` and `--depth` are the other two analyses.
 """
 import argparse
-import csv
-import io
 import json
 import math
 import os
 import statistics
 import sys
 from collections import Counter
-from functools import partial
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -22,7 +21,8 @@ import yaml
 from trainlab.runs.files import unfinished_status
 
 SEED_KEY = "trainer.seed"
-METRICS = {  # column -> (where in summary.json, decimals shown, higher is better)
+HOW_RUN = ("trainer.progress", "trainer.skip_completed", "trainer.resume")  # how a run was run, not what it is
+METRICS = {  # column -> (where in summary.json, decimals in md, higher is better)
     "val_acc": (("final", "val_acc"), 4, True),
     "val_loss": (("final", "val_loss"), 4, False),
     "best_val_acc": (("best", "val_acc"), 4, True),
@@ -32,8 +32,16 @@ METRICS = {  # column -> (where in summary.json, decimals shown, higher is bette
     "steps_per_s": (("steps_per_s",), 1, True),
     "wall_s": (("wall_time_s",), 1, False),
 }
-PANELS = (("val_loss", "validation loss"), ("val_acc", "validation accuracy"), ("train_loss", "training loss"),
-          ("lr", "learning rate"))
+
+
+@dataclass
+class Group:
+    """Runs that may be ranked together (same data, same objective), their varying keys and their table rows."""
+    data: str | None
+    objective: str
+    runs: list
+    keys: list = field(default_factory=list)
+    rows: list = field(default_factory=list)
 
 
 def find_runs(root):
@@ -54,7 +62,7 @@ def _norm(value):
             value = float(value) if isinstance(value, str) else value  # YAML 1.1 reads 1e-3 as a string
         except (yaml.YAMLError, ValueError):
             pass  # a plain word: keep it
-    return str(value)
+    return "null" if value is None else str(value)  # Hydra's spelling
 
 
 def _partial_summary(rows, status):
@@ -69,7 +77,8 @@ def _partial_summary(rows, status):
 
 
 def read_run(run_dir, root):
-    """One run directory as a dict: name (relative to root), params (its overrides), config, summary, metrics, flags."""
+    """One run directory as a dict: name (relative to root), params (its overrides), config, summary, metrics,
+    verdict (the doctor's word at the end, None without one) and flags (the kinds of its diagnoses)."""
     def load(name, parse):
         try:
             return parse((run_dir / name).read_text())
@@ -83,11 +92,14 @@ def read_run(run_dir, root):
     summary = load("summary.json", json.loads)
     if not isinstance(summary, dict) or not isinstance(summary.get("status"), str):  # none, or corrupt
         summary = _partial_summary(metrics, unfinished_status(run_dir))  # running, killed, or missing
+    verdict = summary.get("verdict")
+    verdict = (verdict.get("evidence") or {}).get("verdict") if isinstance(verdict, dict) else None
     diagnosis = load("diagnosis.json", json.loads) or []
     name = str(run_dir.relative_to(root)) if run_dir != root else run_dir.name
     return {"dir": run_dir, "name": name, "params": {k: _norm(v) for k, v in params.items()}, "summary": summary,
             "config": load("config.yaml", yaml.safe_load) or load(".hydra/config.yaml", yaml.safe_load) or {},
-            "metrics": metrics, "flags": list(dict.fromkeys(d["kind"] for d in diagnosis))}
+            "metrics": metrics, "verdict": verdict,
+            "flags": list(dict.fromkeys(d["kind"] for d in diagnosis if d.get("kind") != "verdict"))}
 
 
 def value(run, key):
@@ -101,36 +113,70 @@ def value(run, key):
     return _norm(node.get(sub or "name")) if isinstance(node, dict) and (sub or "name") in node else None
 
 
+def metric(run, col):
+    """The run's number for a METRICS column (None when missing or not finite)."""
+    found = run["summary"]
+    for part in METRICS[col][0]:  # e.g. summary["final"]["val_acc"]; a running job may lack it
+        found = found.get(part) if isinstance(found, dict) else None
+    return float(found) if isinstance(found, (int, float)) and math.isfinite(found) else None
+
+
 def swept_keys(runs):
     """Override keys whose value differs between runs; config.yaml keys when the overrides do not differ."""
-    keys = list(dict.fromkeys(k for r in runs for k in r["params"]))
+    keys = [k for k in dict.fromkeys(k for r in runs for k in r["params"]) if k not in HOW_RUN]
     if not any(len({value(r, k) for r in runs}) > 1 for k in keys):
         configured = [r for r in runs if r["config"]]
-        keys = list(dict.fromkeys(f"{g}.{k}" for r in configured for g, node in r["config"].items()
-                                  if isinstance(node, dict) for k in node if (g, k) != ("trainer", "progress")))
+        keys = [k for k in dict.fromkeys(f"{g}.{k}" for r in configured for g, node in r["config"].items()
+                                         if isinstance(node, dict) for k in node) if k not in HOW_RUN]
         runs = configured
     return [k for k in keys if len({value(r, k) for r in runs}) > 1]
 
 
+def objective_of(run):
+    """The objective the run was ranked by: its summary's, else a trainer.objective that is not auto, else None."""
+    named = run["summary"].get("objective")
+    if isinstance(named, dict) and named.get("name") in METRICS:
+        return named["name"]
+    configured = (run["config"].get("trainer") or {}).get("objective")
+    return configured if configured in METRICS else None
+
+
+def group_runs(runs):
+    """Runs by data and objective, in the order found; a run whose objective is not known yet (no summary) joins
+    the one group of its data."""
+    found = {}
+    for run in runs:
+        found.setdefault((value(run, "data"), objective_of(run)), []).append(run)
+    for data, objective in [k for k in found if k[1] is None]:
+        known = [k for k in found if k[0] == data and k[1] is not None]
+        if len(known) == 1:
+            found[known[0]] += found.pop((data, objective))
+    return [Group(data, objective or "val_acc", group) for (data, objective), group in found.items()]
+
+
+def _counts(values):
+    """'learned' when all agree, 'learned 2, overfitting 1' when not, None when there is none."""
+    counts = Counter(v for v in values if v is not None)
+    return ", ".join(v if len(counts) == 1 else f"{v} {c}" for v, c in counts.items()) or None
+
+
 def aggregate(runs, keys, per_seed=False):
-    """One row per configuration (per run with per_seed): swept values, n, mean and std of each metric, status."""
+    """One row per configuration and status (per run with per_seed): swept values, n, mean and std of each metric,
+    status, verdict. Runs that ended differently are never averaged together."""
     cols = keys if per_seed else [k for k in keys if k != SEED_KEY]
     groups = {}
     for run in runs:
-        ident = tuple(value(run, k) for k in cols) + ((str(run["dir"]),) if per_seed else ())
+        ident = (*(value(run, k) for k in cols), run["summary"]["status"], *((str(run["dir"]),) if per_seed else ()))
         groups.setdefault(ident, []).append(run)
     rows = []
     for ident, group in groups.items():
         row = {"rank": None, **dict(zip(cols, ident)), "n": len(group)}
-        for col, (where, _, _) in METRICS.items():
-            found = [r["summary"] for r in group]
-            for part in where:  # e.g. summary["final"]["val_acc"]; a running job may lack it
-                found = [x.get(part) if isinstance(x, dict) else None for x in found]
-            found = [float(x) for x in found if isinstance(x, (int, float)) and math.isfinite(x)]
+        for col in METRICS:
+            found = [x for r in group if (x := metric(r, col)) is not None]
             row[col] = statistics.fmean(found) if found else None
             row[f"{col}_std"] = statistics.stdev(found) if len(found) > 1 else None
-        statuses = Counter(r["summary"]["status"] for r in group)
-        row["status"] = ", ".join(s if len(statuses) == 1 else f"{s} {c}" for s, c in statuses.items())
+        row["status"] = ident[len(cols)]
+        row["verdict"] = _counts(r["verdict"] for r in group)
         row["flags"] = list(dict.fromkeys(f for r in group for f in r["flags"]))
         row["runs"] = group
         rows.append(row)
@@ -149,7 +195,7 @@ def _order(v, descending=False):
 
 
 def rank(rows, objective):
-    """Rank by the objective (val_acc: higher first, val_loss: lower first); rows not all completed come last."""
+    """Rank by the objective (val_acc: higher first, val_loss: lower first); rows not completed come last."""
     other = "val_loss" if objective == "val_acc" else "val_acc"  # breaks ties (accuracy is often tied)
     rows.sort(key=lambda r: (r["status"] != "completed", _order(r[objective], METRICS[objective][2]),
                              _order(r[other], METRICS[other][2])))
@@ -157,183 +203,99 @@ def rank(rows, objective):
         row["rank"] = i
 
 
-def columns(rows, cols):
-    """The columns shown: rank, swept values, n (when seeds are aggregated), metrics, status, flags."""
-    return ["rank", *cols, *(["n"] if any(r["n"] > 1 for r in rows) else []), *METRICS, "status", "flags"]
-
-
-def cell(row, col):
-    """A value as the table and md show it: mean ± std for metrics, '-' when missing."""
-    v = row[col]
-    if col in METRICS:
-        if v is None:
-            return "-"
-        digits, std = METRICS[col][1], row[f"{col}_std"]
-        return f"{v:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None and digits else "")  # not for steps
-    if isinstance(v, list):
-        return ", ".join(v) or "-"
-    return "-" if v is None else str(v)
-
-
-def to_md(rows, cols):
-    head = columns(rows, cols)
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if c in METRICS or c in ("rank", "n") else "---"
-                                                             for c in head) + "|"]
-    lines += ["| " + " | ".join(cell(r, c).replace("|", "\\|") for c in head) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def to_csv(rows, cols):
-    """Raw numbers, one std column per metric, flags and run directories joined by ';'."""
-    head = ["rank", *cols, "n", *(x for m in METRICS for x in (m, f"{m}_std")), "status", "flags", "runs"]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(head)
-    for r in rows:
-        flat = r | {"flags": ";".join(r["flags"]), "runs": ";".join(x["name"] for x in r["runs"])}
-        writer.writerow(["" if flat[c] is None else flat[c] for c in head])
-    return out.getvalue()
-
-
-def to_json(rows, cols, objective):
-    out = [{k: v for k, v in r.items() if k != "runs"} | {
-        "runs": [x["name"] for x in r["runs"]],
-        "errors": [x["summary"]["error"] for x in r["runs"] if x["summary"].get("error")]} for r in rows]
-    return json.dumps({"objective": objective, "swept": cols, "rows": out}, indent=2) + "\n"
-
-
-def print_table(rows, cols, root, objective, n_runs):
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    better = "higher" if METRICS[objective][2] else "lower"
-    table = Table(title=f"{n_runs} runs, {len(rows)} configurations in {root} (ranked by {objective}, {better} "
-                  "is better)", title_justify="left",
-                  caption="val_*: final, best_*: best evaluation" + ("; mean ± std over n seeds" if any(
-                      r["n"] > 1 for r in rows) else ""), caption_justify="left")
-    head = columns(rows, cols)
-    for col in head:
-        table.add_column(col, justify="right" if col in METRICS or col in ("rank", "n") else "left")
-    for r in rows:
-        style = {"completed": "green", "running": "yellow"}.get(r["status"], "red")
-        table.add_row(*(f"[{style}]{cell(r, c)}[/]" if c == "status" else escape(cell(r, c)) for c in head))
-    console = Console()
-    if not console.is_terminal:  # piped or captured: as wide as the table, never wrapped
-        console = Console(width=max(80, Console(width=10**4).measure(table).maximum))
-    console.print(table)
-    for r in rows:
-        for run in r["runs"]:
-            if run["summary"].get("error"):
-                console.print(f"[red]{run['summary']['status']}[/] {escape(run['name'])}: "
-                              f"{escape(run['summary']['error'])}", highlight=False)
-
-
-FIGURE_MARK = "trainlab compare"  # PNG metadata: a compare.png without it is the user's and is never replaced
-
-
-def figure_path(folder, name="compare.png"):
-    """folder/compare.png unless a file of that name is not one of ours; then compare-2.png, -3, ..."""
-    from PIL import Image
-
-    stem, suffix = name.rsplit(".", 1)
-    for i in range(1, 1000):
-        path = Path(folder) / (name if i == 1 else f"{stem}-{i}.{suffix}")
-        if not path.exists():
-            return path
-        try:
-            with Image.open(path) as image:
-                if image.info.get("Software") == FIGURE_MARK:
-                    return path  # a figure trainlab compare wrote: refresh it
-        except (OSError, ValueError):
-            pass  # not an image we can read: the user's file, keep it
-    raise OSError(f"{folder}: compare.png ... compare-999.png all exist")
-
-
-def plot(rows, cols, path):
-    """2x2 panels of curves vs step, one line per row (mean over its runs, min-max band); dashed if not completed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
-    handles = {}
-    for ax, (key, title) in zip(axes.flat, PANELS):
-        for i, row in enumerate(rows):
-            by_step = {}
-            for run in row["runs"]:
-                for m in run["metrics"]:
-                    if isinstance(m.get(key), (int, float)):
-                        by_step.setdefault(m["step"], []).append(m[key])
-            if not by_step:
-                continue
-            steps = sorted(by_step)
-            label = ", ".join(f"{k}={row[k]}" for k in cols) or row["runs"][0]["dir"].name
-            label += f" (n={row['n']})" if row["n"] > 1 else ""
-            line, = ax.plot(steps, [statistics.fmean(by_step[s]) for s in steps], color=f"C{i % 10}", label=label,
-                            linestyle="-" if row["status"] == "completed" else "--")
-            handles.setdefault(label, line)
-            if row["n"] > 1:
-                ax.fill_between(steps, [min(by_step[s]) for s in steps], [max(by_step[s]) for s in steps],
-                                color=f"C{i % 10}", alpha=0.2, linewidth=0)
-        ax.set(title=title, yscale="log" if key == "lr" else "linear")  # lrs of different optimizers span decades
-        ax.grid(alpha=0.3)
-    for ax in axes[1]:
-        ax.set_xlabel("step")
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=2, fontsize="small", frameon=False)
-    fig.tight_layout(rect=(0, min(0.4, 0.035 * math.ceil(len(handles) / 2) + 0.01), 1, 1))  # room for the legend
-    fig.savefig(path, dpi=100, metadata={"Software": FIGURE_MARK})
-    plt.close(fig)
-    return path
-
-
-def main(argv=None):
-    """`trainlab compare ARGS`: print the table (or md/csv/json) and write the figure; return the exit code."""
+def parse_args(argv):
     parser = argparse.ArgumentParser(prog="trainlab compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="a sweep directory, a run directory, or outputs/")
     parser.add_argument("--format", choices=("table", "md", "csv", "json"), default="table",
                         help="table (rich, the default), md, csv or json; the figure path then goes to stderr")
+    parser.add_argument("--wide", action="store_true", help="every column (steps, speed, flags), not the key ones")
     parser.add_argument("--sort", metavar="KEY", help="sort by this column instead of the objective (best first)")
     parser.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                         help="keep runs whose KEY (an override, config key or status) equals VALUE; repeatable")
     parser.add_argument("--per-seed", action="store_true", help="one row per run: do not aggregate seeds")
-    parser.add_argument("--no-plot", action="store_true", help="do not write compare.png")
+    parser.add_argument("--no-plot", action="store_true", help="do not write the figure")
+    parser.add_argument("--by", action="append", default=[], metavar="KEY",
+                        help="isolation analysis: the scientific key (e.g. optimizer), with --nuisance")
+    parser.add_argument("--nuisance", action="append", default=[], metavar="KEY",
+                        help="a key to tune away for each --by value (e.g. optimizer.lr); repeatable or KEY,KEY")
+    parser.add_argument("--depth", action="store_true",
+                        help="signal statistics against depth from health.jsonl: DIR/depth.png")
+    parser.add_argument("--step", type=int, metavar="N", help="with --depth: the health pass at step N (default "
+                        "the first)")
     args = parser.parse_args(argv)
+    args.nuisance = [k for spec in args.nuisance for k in spec.split(",") if k]
+    if args.nuisance and not args.by or args.by and not args.nuisance:
+        parser.error("--by and --nuisance go together, e.g. --by optimizer --nuisance optimizer.lr")
+    if args.step is not None and not args.depth:
+        parser.error("--step N selects a health pass for --depth; add --depth")
+    if args.depth and args.by:
+        parser.error("--depth and --by are two analyses: choose one")
+    return parser, args
 
-    root = args.path.resolve()
-    runs = [read_run(d, root) for d in find_runs(root)]
-    if not runs:
-        parser.error(f"no run directory under {args.path} (a run directory holds .hydra/ or summary.json)")
-    keys = swept_keys(runs)  # before filtering: the columns do not change with a filter
-    for spec in args.filter:
+
+def filtered(parser, groups, specs):
+    """The groups with only the runs matching every KEY=VALUE (their columns stay those of all their runs)."""
+    for spec in specs:
         key, sep, wanted = spec.partition("=")
         if not sep:
             parser.error(f"--filter {spec!r}: write KEY=VALUE, e.g. --filter optimizer=sgd")
-        if all(value(r, key) is None for r in runs):
-            parser.error(f"--filter {spec!r}: no run has {key}; swept keys: {', '.join(keys) or '(none)'}")
-        runs = [r for r in runs if value(r, key) == _norm(wanted)]
+        if all(value(r, key) is None for g in groups for r in g.runs):
+            keys = ", ".join(dict.fromkeys(k for g in groups for k in g.keys)) or "(none)"
+            parser.error(f"--filter {spec!r}: no run has {key}; swept keys: {keys}")
+        for g in groups:
+            g.runs = [r for r in g.runs if value(r, key) == _norm(wanted)]
+    return [g for g in groups if g.runs]
+
+
+def ranked(parser, groups, sort, per_seed):
+    """Aggregate and rank each group's rows (then --sort them, best first)."""
+    for g in groups:
+        g.rows, g.keys = aggregate(g.runs, g.keys, per_seed)
+        rank(g.rows, g.objective)
+        if not sort:
+            continue
+        if sort not in g.rows[0]:
+            parser.error(f"--sort {sort}: choose from {', '.join(k for k in g.rows[0] if k != 'runs')}")
+        descending = sort in METRICS and METRICS[sort][2]
+        g.rows.sort(key=lambda r: _order(", ".join(r[sort]) if sort == "flags" else r[sort], descending))
+
+
+def collect(parser, args):
+    """The runs under args.path in groups, with their swept keys, filtered."""
+    runs = [read_run(d, args.path.resolve()) for d in find_runs(args.path.resolve())]
     if not runs:
+        parser.error(f"no run directory under {args.path} (a run directory holds .hydra/ or summary.json)")
+    groups = group_runs(runs)
+    for g in groups:
+        g.keys = swept_keys(g.runs)  # before filtering: the columns do not change with a filter
+    return filtered(parser, groups, args.filter)
+
+
+def main(argv=None):
+    """`trainlab compare ARGS`: print the tables (or md/csv/json) and write the figure; return the exit code."""
+    parser, args = parse_args(argv)
+    root = args.path.resolve()
+    groups = collect(parser, args)
+    if not groups:
         print(f"trainlab compare: no run matches {' '.join(args.filter)}", file=sys.stderr)
         return 1
+    if args.depth:
+        from trainlab.runs.health import report as depth_report
 
-    objective = next((r["summary"]["objective"]["name"] for r in runs if "objective" in r["summary"]), "val_acc")
-    objective = objective if objective in METRICS else "val_acc"
-    rows, cols = aggregate(runs, keys, args.per_seed)
-    rank(rows, objective)
-    if args.sort:
-        if args.sort not in rows[0]:
-            parser.error(f"--sort {args.sort}: choose from {', '.join(k for k in rows[0] if k != 'runs')}")
-        descending = args.sort in METRICS and METRICS[args.sort][2]
-        rows.sort(key=lambda r: _order(", ".join(r[args.sort]) if args.sort == "flags" else r[args.sort],
-                                       descending))
+        return depth_report(parser, groups, root, args)
+    if args.by:
+        from trainlab.runs.isolation import report as isolation_report
 
+        return isolation_report(parser, groups, root, args)
+    from trainlab.runs.figures import curves_figure, figure_path, save
+    from trainlab.runs.tables import print_groups, to_csv, to_json, to_md
+
+    ranked(parser, groups, args.sort, args.per_seed)
     if args.format == "table":
-        print_table(rows, cols, root, objective, len(runs))
+        print_groups(groups, root, sum(len(g.runs) for g in groups), args.wide)
     else:
-        sys.stdout.write({"md": to_md, "csv": to_csv, "json": partial(to_json, objective=objective)}[args.format](
-            rows, cols))
+        sys.stdout.write({"md": lambda gs: to_md(gs, args.wide), "csv": to_csv, "json": to_json}[args.format](groups))
     if not args.no_plot:
-        figure = plot(rows, cols, figure_path(root))
-        print(f"figure: {figure}", file=sys.stdout if args.format == "table" else sys.stderr)  # csv/json stay parseable
+        figure = save(curves_figure(groups), figure_path(root, "compare.png"))
+        print(f"figure: {figure}", file=sys.stdout if args.format == "table" else sys.stderr)  # csv/json parseable
     return 0
