@@ -24,6 +24,24 @@ def test_clip_returns_preclip_norm():
     assert build_clip({"name": "none"}, model)(False) == (None, None)  # nothing measured off the log steps
 
 
+@pytest.mark.parametrize("node,scale", [({"name": "norm", "max_norm": 1.0}, 0.1), ({"name": "norm", "max_norm": 1.0}, 10.0),
+                                        ({"name": "value", "clip_value": 0.5}, 0.1),
+                                        ({"name": "value", "clip_value": 0.5}, 10.0)])
+def test_clipped_flag_says_whether_the_gradient_changed(node, scale):
+    """The flag and the gradient agree: under the threshold nothing moves and the flag is off; over it, the
+    gradient is cut to the threshold (norm: its L2 norm; value: its largest entry) and the flag is on."""
+    model = nn.Linear(4, 1, bias=False)
+    g = torch.tensor([[3.0, -4.0, 0.0, 1.0]]) / 5.1 * scale  # norm and largest entry ~ scale
+    model.weight.grad = g.clone()
+    _, clipped = build_clip(node, model)(True)
+    changed = not torch.equal(model.weight.grad, g)
+    assert clipped.item() == changed == (scale > 1)
+    limit = node.get("max_norm", node.get("clip_value"))
+    cut = model.weight.grad.norm() if node["name"] == "norm" else model.weight.grad.abs().max()
+    before = g.norm() if node["name"] == "norm" else g.abs().max()
+    assert cut.item() == pytest.approx(limit if changed else before.item(), rel=1e-5)
+
+
 def toy_model(seed=0):
     """Every kind of parameter AGC meets: embedding rows, matrices, a conv kernel, a norm weight, a zero bias."""
     torch.manual_seed(seed)

@@ -91,3 +91,44 @@ def test_modular_addition_labels():
     (x, y), (xv, yv), meta = build_data(node, "cpu")
     assert meta["vocab_size"] == 8 and meta["num_classes"] == 7 and len(y) + len(yv) == 49
     assert torch.equal((x[:, 0] + x[:, 1]) % 7, y) and (x[:, 2] == 7).all()
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_matches_torch_multihead_attention(causal):
+    """Our Attention = nn.MultiheadAttention with the same weights: qkv's rows are MHA's in_proj (q, k, v stacked,
+    heads contiguous), proj is out_proj; causal = a mask over the future (True where attention is not allowed)."""
+    from trainlab.parts.models import Attention
+
+    torch.manual_seed(0)
+    d, heads, t = 24, 4, 7
+    ours, ref = Attention(d, heads, causal, dropout=0.0), nn.MultiheadAttention(d, heads, batch_first=True)
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(ours.qkv.weight)
+        ref.in_proj_bias.copy_(ours.qkv.bias)
+        ref.out_proj.weight.copy_(ours.proj.weight)
+        ref.out_proj.bias.copy_(ours.proj.bias)
+    x = torch.randn(3, t, d)
+    mask = torch.ones(t, t, dtype=torch.bool).triu(1) if causal else None
+    expected, _ = ref(x, x, x, attn_mask=mask, need_weights=False)
+    torch.testing.assert_close(ours(x), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm_position", ["pre", "post"])
+def test_block_is_the_pre_or_post_ln_formula(norm_position):
+    """pre-LN: x + f(norm(x)) per branch (Xiong et al. 2020); post-LN: norm(x + f(x)) (Vaswani et al. 2017)."""
+    torch.manual_seed(0)
+    model = Transformer(3, 7, n_layers=1, d_model=16, n_heads=2, d_ff=32, activation="gelu",
+                        norm_position=norm_position, causal=False,
+                        norm_fn=build_norm({"name": "layernorm", "eps": 1e-5}), dropout=0.0, vocab_size=8)
+    block, x = model.blocks[0], torch.randn(5, 3, 16)
+    with torch.no_grad():
+        for norm in (block.norm1, block.norm2):
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.5, 0.5)
+    if norm_position == "pre":
+        h = x + block.attn(block.norm1(x))
+        expected = h + block.ffn(block.norm2(h))
+    else:
+        h = block.norm1(x + block.attn(x))
+        expected = block.norm2(h + block.ffn(h))
+    torch.testing.assert_close(block(x), expected)

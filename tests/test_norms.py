@@ -3,8 +3,9 @@ import pytest
 import torch
 from torch import nn
 
+from tests.conftest import compose_cfg
 from trainlab.config import ConfigError, options
-from trainlab.parts.models import MLP, Transformer
+from trainlab.parts.models import MLP, Transformer, build_model
 from trainlab.parts.norms import NORMS, BatchNorm, build_norm
 
 
@@ -23,22 +24,32 @@ def test_batchnorm_over_tokens_matches_flattened_batchnorm():
     torch.testing.assert_close(ours.running_mean, ref.running_mean)
 
 
-@pytest.mark.parametrize("shape", [(5, 16), (3, 7, 16)])
-def test_rmsnorm_matches_its_definition(shape):
-    torch.manual_seed(0)
-    x = torch.randn(shape) * 3 + 1
-    layer = randomize_affine(build_norm({"name": "rmsnorm", "eps": 1e-6})(16))
-    expected = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * layer.weight  # Zhang & Sennrich 2019, eq. 4
-    torch.testing.assert_close(layer(x), expected)
+def rms_formula(x, layer, eps):
+    return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * layer.weight  # Zhang & Sennrich 2019, eq. 4
 
 
-@pytest.mark.parametrize("shape", [(5, 16), (3, 7, 16)])
-def test_layernorm_matches_its_definition(shape):
+def layernorm_formula(x, layer, eps):
+    mean, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)  # Ba et al. 2016
+    return (x - mean) / torch.sqrt(var + eps) * layer.weight + layer.bias
+
+
+@pytest.mark.parametrize("name,formula", [("rmsnorm", rms_formula), ("layernorm", layernorm_formula)])
+@pytest.mark.parametrize("model", ["transformer", "mlp"])
+def test_every_norm_of_the_model_is_the_configured_one(name, formula, model):
+    """norm=NAME norm.eps=0.5 through the config and the model: each norm position holds its own layer computing
+    NAME's formula with that eps (a large eps, so a dropped or swapped eps shows)."""
+    cfg = compose_cfg(f"model={model}", f"norm={name}", "norm.eps=0.5")
+    meta = {"shape": (3,), "num_classes": 5, "task": "classify", "vocab_size": 11 if model == "transformer" else None}
     torch.manual_seed(0)
-    x = torch.randn(shape) * 3 + 1
-    layer = randomize_affine(build_norm({"name": "layernorm", "eps": 1e-5})(16))
-    mean, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
-    torch.testing.assert_close(layer(x), (x - mean) / torch.sqrt(var + 1e-5) * layer.weight + layer.bias)
+    net = build_model(cfg["model"], meta, build_norm(cfg["norm"]), 0.0, 0.0)
+    norms = [m for m in net.modules() if isinstance(m, (nn.LayerNorm, nn.RMSNorm))]
+    expected = 2 * cfg["model"]["n_layers"] + 1 if model == "transformer" else cfg["model"]["depth"]
+    assert len({id(m) for m in norms}) == len(norms) == expected  # pre-LN: 2 per block and the final one
+    width = cfg["model"]["d_model" if model == "transformer" else "width"]
+    x = torch.randn(4, 3, width) * 3 + 1
+    for layer in norms:
+        randomize_affine(layer)
+        torch.testing.assert_close(layer(x), formula(x, layer, 0.5))
 
 
 def test_groupnorm_per_token_matches_torch_groupnorm():

@@ -68,17 +68,33 @@ def test_every_schedule_is_positive_and_at_most_one_over_a_run(name, num_steps):
     assert all(math.isfinite(v) and 0 < v <= 1 for v in values), (name, min(values), max(values))
 
 
+AFTER_WARMUP = {  # name -> torch's scheduler for the decay that runs in the steps left after warmup
+    "warmup_cosine": lambda o, n, kw: torch_sched.CosineAnnealingLR(o, T_max=n, eta_min=kw["final_lr_frac"]),
+    "sgdr": lambda o, n, kw: torch_sched.CosineAnnealingWarmRestarts(o, T_0=kw["cycle_steps"], T_mult=kw["cycle_mult"],
+                                                                   eta_min=kw["min_lr_frac"]),
+    "polynomial": lambda o, n, kw: torch_sched.PolynomialLR(o, total_iters=n, power=kw["power"]),
+    "warmup_linear": lambda o, n, kw: torch_sched.LinearLR(o, start_factor=1.0, end_factor=0.0, total_iters=n),
+    "exponential": lambda o, n, kw: torch_sched.ExponentialLR(o, kw["gamma"]),
+}
+
+
+def test_every_warmup_schedule_has_a_reference():
+    assert set(WITH_WARMUP) == set(AFTER_WARMUP) | {"wsd"}  # wsd: its closed form below
+
+
 @pytest.mark.parametrize("name,num_steps", [(n, s) for n in WITH_WARMUP for s in (20, 300)])
 def test_warmup_rises_linearly_from_one_over_warmup_steps(name, num_steps):
     kw = shipped(name, num_steps) | {"warmup_steps": 8}
     fn = SCHEDULES[name]
     assert [fn(s, num_steps, **kw) for s in range(8)] == pytest.approx([(s + 1) / 8 for s in range(8)], rel=1e-12)
-    cold = kw | {"warmup_steps": 0}
-    for s in range(8, num_steps):
-        if name == "wsd":  # WSD's cooldown is pinned to the end of the run: warmup only replaces its start
-            assert fn(s, num_steps, **kw) == fn(s, num_steps, **cold)
-        else:  # the others run their whole decay in the steps left after warmup
-            assert fn(s, num_steps, **kw) == pytest.approx(fn(s - 8, num_steps - 8, **cold), rel=1e-12)
+    after = [fn(s, num_steps, **kw) for s in range(8, num_steps)]
+    if name == "wsd":  # WSD's cooldown is pinned to the end of the run: warmup only replaces its start
+        expected = [wsd_formula(s, num_steps, 8, kw["decay_frac"], kw["decay_shape"], kw["final_lr_frac"])
+                    for s in range(8, num_steps)]
+    else:  # the others run their whole decay in the steps left after warmup
+        opt = sgd(lr=1.0, two_groups=False)
+        expected = [lrs[0] for lrs in lrs_of(AFTER_WARMUP[name](opt, num_steps - 8, kw), opt, num_steps - 8)]
+    assert after == pytest.approx(expected, rel=1e-6, abs=1e-12)
 
 
 def _onecycle_ref(pct, div, final_div):

@@ -61,7 +61,8 @@ RULES = {
     "n_heads": _count, "d_ff": _count, "num_samples": _count, "num_features": _count,
     "num_classes": (lambda v: v >= 2, "an integer >= 2"), "p": (lambda v: v >= 2, "an integer >= 2"),
     "threads": (lambda v: v >= 0, "an integer >= 0 (0 = automatic)"),
-    "devices": _count, "ref_batch": _count, "ckpt_every": (lambda v: v >= 0, "an integer >= 0 (0 = never)"), "ckpt_keep": _count,
+    "devices": _count, "ref_batch": _count, "embed_std": _positive,
+    "gain": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "null (the activation's) or a number > 0"), "ckpt_every": (lambda v: v >= 0, "an integer >= 0 (0 = never)"), "ckpt_keep": _count,
     "last_n": _count, "target": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and
                                  math.isfinite(v), "a finite number (or null: no target)"),
     "warmup_steps": (lambda v: v >= 0, "an integer >= 0 (0 = no warmup)"), "difficulty": _positive,
@@ -213,6 +214,9 @@ def check_overrides(args):
     for o in overrides:
         if o.key_or_group in GROUPS:
             chosen[o.key_or_group] = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+            if not all(isinstance(v, str) and v for v in chosen[o.key_or_group]):
+                raise ConfigError(f"{o.input_line}: choose a {o.key_or_group} option by its name, e.g. "
+                                  f"{o.key_or_group}={next(iter(options(o.key_or_group)))}")
     if not any(o.key_or_group == "norm" for o in overrides):  # each model's standard norm (norm/<model>.yaml)
         chosen["norm"] = [options("norm").get(m, {}).get("name", m) for m in chosen["model"]]
     experiment = any(o.key_or_group == "experiment" for o in overrides)  # a preset may switch options: be lenient

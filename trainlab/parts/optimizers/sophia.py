@@ -3,6 +3,10 @@
 Momentum divided by a diagonal Hessian estimate, clipped per coordinate to [-1, 1] (so no step exceeds lr).
 The estimate comes from the Gauss-Newton-Bartlett estimator (Alg. 2) and is refreshed every `hessian_every`
 steps by the loop:  `if step % opt.hessian_every == 0: opt.refresh_hessian(model, x)`  (before the forward).
+The refresh pass runs in the model's mode (train mode in the loop), as the authors' train_sophiag.py does: it is
+the curvature of the loss being trained, with dropout and BatchNorm batch statistics, and it draws from the RNG
+(dropout masks, sampled labels: checkpoints save the RNG, so runs stay reproducible). It leaves the BatchNorm
+running statistics as they were: a measurement must not count the step's batch twice.
 """
 import torch
 import torch.nn.functional as F
@@ -46,7 +50,7 @@ class SophiaG(torch.optim.Optimizer):
 
         The gradients of the sampled-label loss never reach the update: every .grad is restored as it was."""
         params = [p for group in self.param_groups for p in group["params"]]
-        saved = [p.grad for p in params]
+        saved, buffers = [p.grad for p in params], [b.clone() for b in model.buffers()]
         for p in params:
             p.grad = None
         with torch.enable_grad():
@@ -61,3 +65,5 @@ class SophiaG(torch.optim.Optimizer):
                     self._state(p)["hessian"].mul_(beta2).addcmul_(p.grad, p.grad, value=(1 - beta2) * len(y_hat))
         for p, g in zip(params, saved):
             p.grad = g
+        for b, kept in zip(model.buffers(), buffers):
+            b.copy_(kept)  # BatchNorm running mean/var and its batch counter, as before the pass

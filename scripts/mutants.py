@@ -1,0 +1,177 @@
+"""The curated mutants of scripts/mutation_gate.py: (name, file, exact old text, new text, the tests that must fail).
+
+Each is one small semantic bug of the kind a review finds (the first ones are issue 14's). The old text must occur
+exactly once in its file; when the code moves, update the mutant (the gate refuses to run a stale one).
+"""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One bug: replace `old` by `new` in `file`; `tests` (pytest node ids) must then fail."""
+    name: str
+    file: str
+    old: str
+    new: str
+    tests: tuple
+
+
+T = "tests/"
+LOOP = T + "test_loop_mechanics.py"
+OPT, REG, INIT = T + "test_optim.py", T + "test_regularization.py", T + "test_inits.py"
+
+MUTANTS = [
+    # --- issue 14: each left the fast suite green
+    Mutant("adam_built_as_adamw", "trainlab/parts/optim.py", "return torch.optim.Adam(groups",
+           "return torch.optim.AdamW(groups", (OPT + "::test_adam_l2_and_adamw_decoupled_decay_follow_their_papers",)),
+    Mutant("mixup_lambda_fixed", "trainlab/parts/regularization.py",
+           "lam = torch.distributions.Beta(alpha, alpha).sample().item()", "lam = 0.5",
+           (REG + "::test_mixup_lambda_is_beta_alpha_alpha",)),
+    Mutant("ema_update_removed", "trainlab/train.py", "ema.update_parameters(model)", "pass",
+           (LOOP + "::test_ema_in_the_loop_is_the_ema_of_the_parameter_trajectory",)),
+    Mutant("bf16_without_autocast", "trainlab/parts/precision.py", '"bf16": torch.bfloat16', '"bf16": None',
+           (LOOP + "::test_precision_is_the_dtype_of_every_linear_output",)),
+    Mutant("muon_lr_wrong_for_wide", "trainlab/parts/optimizers/muon.py", "math.sqrt(max(1, rows / cols))",
+           "math.sqrt(max(rows, cols) / min(rows, cols))", (OPT + "::test_muon_update_matches_torch_muon",)),
+    Mutant("sophia_never_refreshed", "trainlab/train.py",
+           'if hasattr(opt, "refresh_hessian") and step % opt.hessian_every == 0:', "if False:",
+           (LOOP + "::test_sophia_refreshes_its_hessian_every_k_steps_before_the_update",)),
+    Mutant("drop_path_not_in_transformer", "trainlab/parts/models.py", "return self.drop_path(self.drop(f(h)))",
+           "return self.drop(f(h))", (REG + "::test_drop_path_acts_in_transformer_blocks_at_the_configured_rate",)),
+    Mutant("eval_in_train_mode", "trainlab/parts/objectives.py", "    model.eval()\n", "    model.train()\n",
+           (LOOP + "::test_evaluate_is_deterministic_in_eval_mode_and_leaves_the_model_as_it_was",
+            LOOP + "::test_the_loop_evaluates_in_eval_mode")),
+    # --- the loop (train.py)
+    Mutant("schedule_step_removed", "trainlab/train.py", "schedule.step()  # once per applied update",
+           "pass  # once per applied update", (LOOP + "::test_each_update_uses_the_scheduled_lr",)),
+    Mutant("unscale_after_clip", "trainlab/train.py",
+           "scaler.unscale_(opt)  # fp16: true gradients before the grad norm and clipping (a no-op otherwise)\n",
+           "clip(False)  # clips the SCALED gradients first\n"
+           "                scaler.unscale_(opt)\n",
+           (LOOP + "::test_clip_norm_clips_the_gradient_the_optimizer_steps_with",)),
+    Mutant("zero_grad_removed", "trainlab/train.py",
+           "                scaler.update()\n                opt.zero_grad(set_to_none=True)\n",
+           "                scaler.update()\n", (LOOP + "::test_each_update_uses_only_this_steps_gradient",)),
+    Mutant("nonfinite_not_checked", "trainlab/train.py", "elif not math.isfinite((loss.detach()",
+           "elif False and not math.isfinite((loss.detach()",
+           (T + "test_train.py::test_divergence_is_reported_not_raised",)),
+    Mutant("init_note_not_shown", "trainlab/console.py", 'line + (f"  init: {init_note}" if init_note else "")',
+           "line", (LOOP + "::test_the_config_print_shows_which_gain_went_where",)),
+    # --- state.py: resume and checkpoints
+    Mutant("resume_not_restoring_rng", "trainlab/state.py",
+           '    if snap["rng"] is not None:\n        set_rng_state(snap["rng"])',
+           '    if False:\n        set_rng_state(snap["rng"])',
+           (T + "test_resume.py::test_killed_and_resumed_run_is_identical_to_an_uninterrupted_one"
+                "[mlp_adamw_dropout_ema_mixup]",)),
+    Mutant("resume_accepts_another_config", "trainlab/state.py", "        if va != vb:\n",
+           "        if False:\n", (T + "test_resume.py::test_resume_refuses_a_checkpoint_of_another_config",)),
+    Mutant("checkpoint_not_atomic", "trainlab/runs/files.py",
+           'fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")',
+           "fd, tmp = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), str(path)",
+           (T + "test_mutation_kills.py::test_write_atomic_leaves_the_old_file_whole_when_the_write_dies",)),
+    # --- optimizers
+    Mutant("decay_on_biases", "trainlab/parts/optim.py", "decay, scale = p.ndim >= 2,", "decay, scale = p.ndim >= 1,",
+           (T + "test_components.py::test_no_weight_decay_on_biases_and_norm_weights",)),
+    Mutant("lr_scale_ignored", "trainlab/parts/optim.py", 'group["lr"] *= group["lr_scale"]', "pass",
+           (OPT + "::test_lr_scale_survives_every_schedule",)),
+    Mutant("lion_decay_without_lr", "trainlab/parts/optimizers/lion.py", "p.mul_(1 - lr * wd)", "p.mul_(1 - wd)",
+           (OPT + "::test_lion_matches_lion_pytorch",)),
+    Mutant("sophia_clip_2", "trainlab/parts/optimizers/sophia.py", "ratio.clamp_(-1.0, 1.0)", "ratio.clamp_(-2.0, 2.0)",
+           (OPT + "::test_sophia_matches_paper_algorithm",)),
+    Mutant("sophia_moves_batchnorm_stats", "trainlab/parts/optimizers/sophia.py", "b.copy_(kept)", "pass",
+           (OPT + "::test_sophia_refresh_is_a_train_mode_estimate_that_leaves_batchnorm_statistics_alone",)),
+    Mutant("sophia_refresh_in_eval_mode", "trainlab/parts/optimizers/sophia.py", "logits = model(x)\n",
+           "logits = model.eval()(x)\n",
+           (OPT + "::test_sophia_refresh_is_a_train_mode_estimate_that_leaves_batchnorm_statistics_alone",)),
+    Mutant("muon_without_nesterov", "trainlab/parts/optimizers/muon.py",
+           'p.grad.lerp(buf, mu) if group["nesterov"] else buf', "buf",
+           (OPT + "::test_muon_update_matches_torch_muon",)),
+    Mutant("muon_takes_the_head", "trainlab/parts/optimizers/muon.py", 'NOT_HIDDEN = ("embed", "pos", "head")',
+           'NOT_HIDDEN = ("embed", "pos")', (OPT + "::test_muon_gets_hidden_matrices_only",)),
+    # --- inits
+    Mutant("gain_on_every_linear", "trainlab/parts/inits.py", "yield name, module, gain if name in hot else 1.0",
+           "yield name, module, gain", (INIT + "::test_gain_only_on_layers_that_feed_the_activation",)),
+    Mutant("mup_head_var_cubic", "trainlab/parts/inits.py", "std=math.sqrt(base_width) / fan_in)",
+           "std=base_width / fan_in / math.sqrt(fan_in))", (INIT + "::test_mup_head_variance_follows_table_3",)),
+    Mutant("embeddings_left_at_n01", "trainlab/parts/inits.py", "            nn.init.normal_(t, std=std)\n",
+           "            pass\n", (INIT + "::test_every_init_sets_the_embeddings_to_embed_std",)),
+    Mutant("gpt2_proj_unscaled", "trainlab/parts/inits.py", "std=std / math.sqrt(writes) if proj else std", "std=std",
+           (INIT + "::test_gpt2_scales_residual_projections",)),
+    Mutant("recurrent_hh_not_orthogonal", "trainlab/parts/inits.py", "nn.init.orthogonal_(block)",
+           "init_ih(block, 1.0)", (INIT + "::test_recurrent_weights_per_gate",)),
+    Mutant("init_gain_ignored", "trainlab/parts/inits.py", 'return float(gain), "init.gain"',
+           'return nn.init.calculate_gain(_gain_name(activation)), "init.gain"',
+           (INIT + "::test_init_variance_matches_formula",)),
+    # --- norms, clip, schedules, regularization, objectives, models, data
+    Mutant("rmsnorm_eps_dropped", "trainlab/parts/norms.py", "partial(nn.RMSNorm, eps=eps)", "partial(nn.RMSNorm)",
+           (T + "test_norms.py::test_every_norm_of_the_model_is_the_configured_one",)),
+    Mutant("groupnorm_over_positions", "trainlab/parts/norms.py",
+           "return super().forward(x.reshape(-1, x.shape[-1])).view(x.shape)",
+           "return super().forward(x.transpose(1, -1)).transpose(1, -1)",
+           (T + "test_norms.py::test_groupnorm_per_token_matches_torch_groupnorm",)),
+    Mutant("clip_norm_does_not_clip", "trainlab/parts/clip.py",
+           "total = clip_grad_norm_(model.parameters(), max_norm, foreach=True)",
+           "total = get_total_norm(_grads(model.parameters()))",
+           (T + "test_clip.py::test_clipped_flag_says_whether_the_gradient_changed",
+            LOOP + "::test_clip_norm_clips_the_gradient_the_optimizer_steps_with")),
+    Mutant("agc_clips_the_head", "trainlab/parts/clip.py", "        if id(p) in head:\n", "        if False:\n",
+           (T + "test_clip.py::test_agc_leaves_the_output_layer_alone",)),
+    Mutant("warmup_starts_at_zero", "trainlab/parts/schedules.py", "return (step + 1) / warmup_steps",
+           "return step / warmup_steps", (T + "test_schedules.py::test_warmup_rises_linearly_from_one_over_warmup_steps",)),
+    Mutant("cosine_off_by_one", "trainlab/parts/schedules.py", "min(step, num_steps) / num_steps",
+           "min(step, num_steps) / max(1, num_steps - 1)",
+           (T + "test_schedules.py::test_schedules_match_torch_schedulers_over_a_run",)),
+    Mutant("wsd_sqrt_is_square", "trainlab/parts/schedules.py", '"1-sqrt": lambda p: 1 - math.sqrt(p)',
+           '"1-sqrt": lambda p: 1 - p ** 2', (T + "test_schedules.py::test_wsd_matches_its_closed_form",)),
+    Mutant("cutmix_no_area_correction", "trainlab/parts/regularization.py",
+           "lam = 1 - (bottom - top) * (right - left) / (h * w)", "lam = lam",
+           (REG + "::test_cutmix_lambda_follows_the_papers_box_sampling_with_area_correction",)),
+    Mutant("drop_path_not_rescaled", "trainlab/parts/regularization.py", "return x * keep / (1 - p)",
+           "return x * keep", (REG + "::test_drop_path_drops_whole_samples_and_keeps_the_mean",)),
+    Mutant("ema_without_buffers", "trainlab/parts/regularization.py", "use_buffers=True", "use_buffers=False",
+           (REG + "::test_ema_follows_weights_and_batchnorm_buffers",)),
+    Mutant("mixed_loss_ignores_partner", "trainlab/parts/objectives.py",
+           "return lam * loss + (1 - lam) * F.cross_entropy(out, y2, label_smoothing=label_smoothing)", "return loss",
+           (T + "test_loop_mechanics.py::test_mixup_trains_on_the_mixed_target",)),
+    Mutant("attention_never_causal", "trainlab/parts/models.py", "is_causal=self.causal", "is_causal=False",
+           (T + "test_components.py::test_causal_mask_hides_the_future",)),
+    Mutant("post_ln_without_norm", "trainlab/parts/models.py", "x = self.norm1(x + self.branch(self.attn, x))",
+           "x = x + self.branch(self.attn, x)", (T + "test_components.py::test_block_is_the_pre_or_post_ln_formula",)),
+    Mutant("batches_repeat_within_an_epoch", "trainlab/parts/data.py", "idx = perm[i * batch_size:(i + 1) * batch_size]",
+           "idx = perm[:batch_size]", (T + "test_components.py::test_data_split_is_fixed_and_batches_cover_each_epoch_once",)),
+    # --- doctor
+    Mutant("spike_threshold_ignored", "trainlab/doctor/watch.py", 'spike = z >= o["spike_z"] and',
+           'spike = z >= 0 and', (T + "test_doctor.py::test_one_spike_at_step_120",
+                                  T + "test_mutation_kills.py::test_large_but_ordinary_swings_of_a_noisy_loss_are_no_spike")),
+    Mutant("update_ratio_not_relative", "trainlab/doctor/signals.py", '"health/update_ratio/{n}": d / w for',
+           '"health/update_ratio/{n}": d for', (T + "test_doctor.py::test_update_ratio_is_the_sgd_step_over_the_weight",)),
+    Mutant("no_batchnorm_smell", "trainlab/doctor/smells.py", 'if norm == "batchnorm" and seen < small_batch:',
+           "if False:", (T + "test_doctor.py::test_config_smells",)),
+    Mutant("verdict_chance_ignored", "trainlab/doctor/verdict.py", "NEAR_CHANCE = 0.1", "NEAR_CHANCE = -1.0",
+           (T + "test_mutation_kills.py::test_accuracy_at_chance_is_did_not_learn_even_when_the_loss_fell",)),
+    Mutant("lr_fix_wrong_factor", "trainlab/doctor/fixes.py", "cfg['optimizer']['lr'] * factor", "cfg['optimizer']['lr']",
+           (T + "test_train.py::test_divergence_is_reported_not_raised",)),
+    # --- runs, config, cli, catalog
+    Mutant("run_dir_overwritten", "trainlab/runs/rundir.py", 'if taken and resume == "never":', "if False:",
+           (T + "test_no_data_loss.py::test_run_dir_dot_runs_beside_user_files_and_a_second_run_is_refused",)),
+    Mutant("skip_completed_matches_failed", "trainlab/runs/sweep.py",
+           'if summary and summary["status"] == "completed" and same_job(other, overrides):',
+           "if summary and same_job(other, overrides):",
+           (T + "test_mutation_kills.py::test_skip_completed_skips_only_a_completed_twin",)),
+    Mutant("compare_ranks_worst_first", "trainlab/runs/compare.py", 'return (0, -x if descending else x, "")',
+           'return (0, x if descending else -x, "")', (T + "test_compare.py::test_val_loss_objective_ranks_lowest_first",)),
+    Mutant("negative_lr_accepted", "trainlab/config.py", '"lr": _positive,', '"lr": (lambda v: True, "anything"),',
+           (T + "test_bad_inputs.py::test_bad_input_is_one_clear_message[negative lr]",)),
+    Mutant("interrupted_exits_zero", "trainlab/cli.py", '"interrupted": 130}', '"interrupted": 0}',
+           (T + "test_resume.py::test_sigterm_finishes_the_step_checkpoints_and_exits_130_then_resumes",)),
+    Mutant("list_drops_options", "trainlab/catalog.py", "for option, node in options(group).items():",
+           "for option, node in list(options(group).items())[:3]:", (T + "test_cli.py::test_list_one_group",)),
+    Mutant("search_resume_repeats_trials", "trainlab/runs/search.py", "seed = ns.seed + before", "seed = ns.seed",
+           (T + "test_mutation_kills.py::test_a_resumed_search_draws_a_new_point",)),
+    Mutant("overrides_not_rebuilt", "trainlab/doctor/report.py",
+           'return config_overrides(yaml.safe_load((Path(run_dir) / "config.yaml").read_text()))', "return []",
+           (T + "test_doctor.py",)),
+    Mutant("ranks_see_the_same_samples", "trainlab/distributed.py", "return x[rank::world], y[rank::world]",
+           "return x[:len(x) // world], y[:len(y) // world]",
+           (T + "test_distributed.py::test_two_processes_follow_one_process_with_the_same_global_batch",)),
+]
