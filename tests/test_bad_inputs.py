@@ -59,7 +59,7 @@ def idx_set(d, **change):
 
 def gz_broken(d):
     write_mnist(d / "m", n_train=40, n_test=10, gz=True)
-    (d / "m" / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"x" * 100)[:30])
+    (d / "m" / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(bytes(range(256)) * 40)[:300])  # cut short
     return ["data=mnist", f"data.root={d / 'm'}"]
 
 
@@ -86,7 +86,7 @@ CASES = [  # (id, arguments or a function of the case folder giving them, words 
     # unknown options and keys
     ("unknown optimizer", ["optimizer=adamz"], ["optimizer=adamz", "no such optimizer option", "adamw"]),
     ("unknown norm", ["norm=laynorm"], ["norm=laynorm", "Did you mean layernorm?"]),
-    ("unknown model", ["model=bert"], ["model=bert", "mlp, transformer"]),
+    ("unknown model", ["model=bert"], ["model=bert", "mlp, rnn, transformer"]),
     ("unknown data", ["data=imagenet"], ["data=imagenet", "digits"]),
     ("unknown schedule", ["schedule=linear"], ["schedule=linear", "warmup_linear"]),
     ("unknown clip", ["clip=max"], ["clip=max", "norm"]),

@@ -62,6 +62,9 @@ RULES = {
     "num_classes": (lambda v: v >= 2, "an integer >= 2"), "p": (lambda v: v >= 2, "an integer >= 2"),
     "threads": (lambda v: v >= 0, "an integer >= 0 (0 = automatic)"),
     "devices": _count, "ref_batch": _count, "embed_std": _positive,
+    "label_noise": _unit, "condition": (lambda v: v >= 1, "a number >= 1"), "noise": (lambda v: v >= 0, "a number >= 0"),
+    "dim": _count, "val_samples": _count, "length": (lambda v: v >= 2, "an integer >= 2"),
+    "vocab": (lambda v: v >= 2, "an integer >= 2"), "successors": _count,
     "gain": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "null (the activation's) or a number > 0"), "ckpt_every": (lambda v: v >= 0, "an integer >= 0 (0 = never)"), "ckpt_keep": _count,
     "last_n": _count, "target": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and
                                  math.isfinite(v), "a finite number (or null: no target)"),
@@ -343,6 +346,9 @@ def _check_relations(cfg):
     if "num_pairs" in data and data["num_keys"] < data["num_pairs"]:
         raise ConfigError(f"data.num_keys={data['num_keys']}: must be >= data.num_pairs={data['num_pairs']} "
                           "(keys are distinct)")
+    if data["name"] == "quadratic" and data["num_samples"] < data["dim"] + 2:
+        raise ConfigError(f"data.num_samples={data['num_samples']}: must be >= data.dim + 2 = {data['dim'] + 2} (the "
+                          "training split must span every direction of the quadratic)")
     model = cfg["model"]
     if model["name"] == "transformer" and model["d_model"] % model["n_heads"]:
         raise ConfigError(f"model.n_heads={model['n_heads']}: must divide model.d_model={model['d_model']}")

@@ -187,6 +187,12 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
         if not config_shown:
             console.print_config(cfg, run_dir)
         console.print_setup(device, threads, gain, world)
+        if "optimal_loss" in meta:
+            console.console.print(f"data={meta['name']}: the best possible val_loss is {meta['optimal_loss']:.4g}"
+                                  + (f" (the best using only the previous token: {meta['bigram_loss']:.4g})"
+                                     if "bigram_loss" in meta else "")
+                                  + (f"; Hessian condition number {meta['condition']:.4g}" if "condition" in meta
+                                     else ""), soft_wrap=True)
         if lr_scale != 1.0:
             console.console.print(f"trainer.lr_scaling={tr['lr_scaling']}: every lr x {lr_scale:.4g} (data.batch_size="
                                   f"{cfg['data']['batch_size']} / trainer.ref_batch={tr['ref_batch']}): optimizer "
@@ -417,7 +423,7 @@ def summarize(cfg, state, objective, status, error, stopped_early, wall, loop_ti
         "steps_to_target": state.reached.get(objective), "target": tr["target"],
         f"train_loss_last_{tr['last_n']}": sum(losses) / len(losses) if losses else None,
         "spikes": len(state.doctor.watch.spikes), "nonfinite": state.counts,
-        "task": meta["task"], "chance": meta.get("chance"),
+        "task": meta["task"], "chance": meta.get("chance"), "optimal_loss": meta.get("optimal_loss"),
         "device": str(device), "threads": threads, "processes": world,
         "num_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }

@@ -29,6 +29,8 @@ def resolve_task(meta, model, y_train, y_val):
         task = "lm" if per_position else "classify"
         if not per_position:
             y_train, y_val = y_train[:, -1], y_val[:, -1]
+            if "optimal_loss_last" in meta:  # the best possible loss of the last label alone
+                meta["optimal_loss"] = meta["optimal_loss_last"]
     elif model.get("readout") == "all":
         raise ConfigError(f"model.readout=all predicts every position of a sequence; data={meta['name']} has one "
                           "label per sample. Use model.readout=auto (or last), or sequence data (data=text, "
