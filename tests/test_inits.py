@@ -6,6 +6,7 @@ the one of the nonlinearity a layer's output goes into: 2 (relu), 25/9 (tanh), 1
 """
 import importlib.util
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -117,15 +118,16 @@ def test_the_note_says_which_gain_went_where(model, activation, expected):
         "N(0, 0.1^2)" if "embeddings" in expected else "head" if "body" in expected else "")
 
 
-@pytest.mark.parametrize("override,message", [
-    ("init.gain=-1", "init.gain=-1: must be a number > 0, or null"),
-    ("init.gain=big", "init.gain='big': must be a number > 0, or null"),
-    ("init.embed_std=0", "init.embed_std=0: must be a number > 0"),
+@pytest.mark.parametrize("key,value,message", [
+    ("gain", -1, "init.gain=-1: must be a number > 0, or null"),
+    ("gain", "big", "init.gain='big': must be a number > 0, or null"),
+    ("embed_std", 0, "init.embed_std=0: must be a number > 0"),
 ])
-def test_a_bad_gain_or_embed_std_is_one_clear_error(override, message):
-    cfg = compose_cfg("init=he", override)
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
-        build_init(cfg["init"], "relu")
+def test_a_bad_gain_or_embed_std_is_one_clear_error(key, value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):  # from the command line: when the config is checked
+        compose_cfg("init=he", f"init.{key}={value}")
+    with pytest.raises(ConfigError, match=re.escape(message)):  # from Python: by the factory itself
+        build_init({**compose_cfg("init=he")["init"], key: value}, "relu")
 
 
 def test_normal_is_a_fixed_std_whatever_the_width_and_std_1_explodes():

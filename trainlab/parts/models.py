@@ -1,8 +1,9 @@
-"""The two models: an MLP and a small Transformer classifier. They take plain arguments, never a config.
+"""The models: an MLP, a small Transformer and a recurrent net (RNN/LSTM/GRU). Plain arguments, never a config.
 
-Both read features (N, D) or tokens (N, T): the MLP one-hot encodes tokens, the Transformer makes each
-feature a token. `norm_fn(dim)` builds the norm layer wherever one goes (see norms.py). Every Linear that
-writes into a residual stream is named `*.proj` (inits.py scales or zeroes those).
+All read features (N, D) or tokens (N, T): the MLP one-hot encodes tokens, the Transformer makes each feature a
+token, the RNN reads images row by row and other features one scalar per step. `norm_fn(dim)` builds the norm
+layer wherever one goes (see norms.py). Every Linear that writes into a residual stream is named `*.proj`
+(inits.py scales or zeroes those). Usage: `model = build_model(cfg["model"], meta, norm_fn, dropout, drop_path)`.
 """
 from collections import OrderedDict
 
@@ -112,6 +113,53 @@ class Transformer(nn.Module):
         return self.head(x if self.per_position else x[:, -1])  # every position, or the last ("=" in the tasks)
 
 
+class RNN(nn.Module):
+    """Embedding (tokens) or the features as a sequence, `layers` recurrent layers (one torch module each, so that
+    norm_fn(hidden) and dropout sit between them and before the head), a linear head. per_position: logits at every
+    step (a language model: a recurrence is causal by construction), else at the last step only."""
+
+    def __init__(self, num_classes, cell, hidden, layers, activation, norm_fn, dropout, vocab_size=None,
+                 rows=None, per_position=False):
+        super().__init__()
+        self.rows, self.per_position = rows, per_position  # rows: (C, H, W) of an image read as H steps of C*W
+        self.embed = nn.Embedding(vocab_size, hidden) if vocab_size else None
+        step_dim = hidden if vocab_size else rows[0] * rows[2] if rows else 1
+        extra = {"nonlinearity": activation} if cell == "rnn" else {}  # LSTM/GRU gates have fixed nonlinearities
+        self.layers = nn.ModuleList(CELLS[cell](step_dim if i == 0 else hidden, hidden, batch_first=True, **extra)
+                                    for i in range(layers))
+        self.norms = nn.ModuleList(norm_fn(hidden) for _ in range(layers))
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def sequence(self, x):
+        """(N, T, step features): token embeddings, image rows, or one feature per step."""
+        if self.embed is not None:
+            return self.embed(x)
+        if self.rows:
+            c, h, w = self.rows
+            return x.reshape(len(x), c, h, w).transpose(1, 2).reshape(len(x), h, c * w)  # step t: row t, every channel
+        return x.unsqueeze(-1)
+
+    def forward(self, x):
+        x = self.sequence(x)
+        for layer, norm in zip(self.layers, self.norms):
+            x = self.drop(norm(recur(layer, x)))
+        return self.head(x if self.per_position else x[:, -1])
+
+
+def recur(layer, x):
+    """The layer's outputs at every step (its final state is their last row). torch's CPU LSTM (oneDNN) has no
+    float16 kernel, and no bfloat16 one on CPUs without bf16 instructions, so under CPU autocast an LSTM layer runs
+    in float32."""
+    if isinstance(layer, nn.LSTM) and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return layer(x.float())[0]
+    return layer(x)[0]
+
+
+CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
 def mlp(meta, norm_fn, dropout, drop_path, **kwargs):
     if drop_path and not (kwargs["residual"] and kwargs["depth"] >= 2):
         raise ConfigError(f"regularization.drop_path={drop_path} drops residual branches; this model=mlp has none. "
@@ -126,7 +174,30 @@ def transformer(meta, norm_fn, dropout, drop_path, readout, **kwargs):
                        vocab_size=meta.get("vocab_size"), per_position=meta["task"] == "lm", **kwargs)
 
 
-MODELS = {"mlp": mlp, "transformer": transformer}
+def _check_rnn(cell, hidden, layers, activation, drop_path):
+    if drop_path:
+        raise ConfigError(f"regularization.drop_path={drop_path} drops residual branches; model=rnn has none. Use "
+                          "regularization.dropout (between the recurrent layers), or regularization.drop_path=0")
+    if cell not in CELLS:
+        raise ConfigError(f"model.cell={cell!r}: choose from {', '.join(CELLS)}")
+    for key, value in (("hidden", hidden), ("layers", layers)):
+        if value < 1:
+            raise ConfigError(f"model.{key}={value}: must be an integer >= 1")
+    if cell == "rnn" and activation not in ("tanh", "relu"):
+        raise ConfigError(f"model.activation={activation!r}: cell=rnn takes tanh or relu (torch's nonlinearity)")
+    if cell != "rnn" and activation != "tanh":
+        raise ConfigError(f"model.activation={activation!r} applies to model.cell=rnn only; cell={cell} has fixed "
+                          "sigmoid/tanh gates: keep model.activation=tanh (the init's gain follows it)")
+
+
+def rnn(meta, norm_fn, dropout, drop_path, readout, **kwargs):
+    """An RNN/LSTM/GRU for meta's data; readout was resolved into meta["task"] (lm: every step) by resolve_task."""
+    _check_rnn(drop_path=drop_path, **kwargs)
+    return RNN(meta["num_classes"], norm_fn=norm_fn, dropout=dropout, vocab_size=meta.get("vocab_size"),
+               rows=meta.get("image_shape"), per_position=meta["task"] == "lm", **kwargs)
+
+
+MODELS = {"mlp": mlp, "transformer": transformer, "rnn": rnn}
 
 
 def build_model(node, meta, norm_fn, dropout, drop_path):
