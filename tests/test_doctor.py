@@ -149,6 +149,30 @@ def test_repeated_spikes_warn_with_fixes(cfg):
     assert_pasteable(found)
 
 
+def test_spikes_close_together_are_each_found(cfg):
+    """A spike's own batch is spread wide (its standard error is large): that spread must not hide the next one."""
+    losses = noisy_decay(300)
+    seq = [(s, r | {"train_loss_se": 0.02}) for s, r in rows(losses)]
+    seq[100][1].update(train_loss=20.0, train_loss_se=2.0)  # z 10 against its own spread
+    for s in (108, 116):  # z 13 against their own, under 2 against the first spike's
+        seq[s][1].update(train_loss=4.0, train_loss_se=0.3)
+    found = watch_all(cfg, seq)
+    assert [(d.severity, d.step) for d in found] == [("info", 100), ("info", 108), ("info", 116), ("warning", 116)]
+
+
+def test_two_hard_samples_in_a_batch_of_2_are_noise(cfg):
+    """Batch 2, per-sample losses ~0 (easy) or ~1 (hard): one hard sample gives a row of 0.5 +- 0.5, two give 1.0
+    +- 0.0 (p^2 of the time): the largest recent standard error, not the row's own, says that is ordinary."""
+    rng, seq = random.Random(0), []
+    for step in range(200):
+        hard = [rng.random() < 0.15 for _ in range(2)]
+        per = [1.0 + 0.05 * rng.random() if h else 0.01 * rng.random() for h in hard]
+        mean, sd = sum(per) / 2, abs(per[0] - per[1]) / math.sqrt(2)
+        seq.append((step, {"train_loss": mean, "train_loss_se": sd / math.sqrt(2), "grad_norm": 1.0, "lr": 3e-3}))
+    assert sum(r["train_loss"] > 0.9 for _, r in seq) >= 2  # the case happens in this sequence
+    assert [d for d in watch_all(cfg, seq) if d.kind == "spike"] == []
+
+
 def test_plateau_with_tiny_gradients(cfg):
     rng = random.Random(0)
     losses = [2.3026 + 1e-4 * rng.gauss(0, 1) for _ in range(60)]
@@ -160,11 +184,36 @@ def test_plateau_with_tiny_gradients(cfg):
     assert_pasteable(found)
 
 
+def shipped_lr(name):
+    return float(yaml.safe_load((CONF_DIR / "optimizer" / f"{name}.yaml").read_text())["lr"])
+
+
 def test_plateau_from_tiny_updates_and_a_saturating_activation():
     cfg = compose_cfg("model.activation=tanh", "optimizer.lr=1e-7", "schedule=cosine")
     found = watch_all(cfg, rows([2.3] * 30, grad=0.5, every=10, lr=1e-7, update_ratio=3e-8))
-    assert found[0].fixes == ["optimizer.lr=3e-07", "model.activation=gelu", "model.width=512"]
+    home = shipped_lr("adamw")  # 1e-7 is >= 30x below it: back to the shipped lr in one step
+    assert found[0].fixes == [f"optimizer.lr={home:g}", "model.activation=gelu", "model.width=512"]
     assert "far too small" in found[0].message and found[0].evidence["update_ratio"] == 3e-8
+
+
+@pytest.mark.parametrize("lr,ratio,expected", [
+    (1e-3, 3e-6, 3e-3),  # ratio 1000x below the healthy 3e-3 would ask 1000x: capped at the shipped lr
+    (1e-3, 1e-3, 3e-3),  # 3x at least
+    (5e-3, 1e-5, 1.5e-2),  # already above the shipped lr: 3x
+])
+def test_plateau_lr_follows_the_update_ratio(lr, ratio, expected):
+    cfg = compose_cfg(f"optimizer.lr={lr}", "schedule=constant")
+    found = watch_all(cfg, rows([2.3] * 30, grad=0.5, every=10, lr=lr, update_ratio=ratio), plateau_update=1.0)
+    assert float(found[0].fixes[0].split("=")[1]) == pytest.approx(expected)
+
+
+def test_plateau_of_an_annealed_schedule_is_no_plateau(cfg):
+    """The last 30 % of a cosine run: the lr is near 0, so a flat loss is the schedule's doing."""
+    seq = [(i * 10, {"train_loss": 2.3 - 0.01 * min(i, 20), "lr": 3e-3 * max(0.01, 1 - i / 25), "grad_norm": 1.0})
+           for i in range(60)]
+    assert watch_all(cfg, seq) == []
+    flat = [(s, r | {"lr": 3e-3}) for s, r in seq]  # the same losses at a constant lr: a plateau
+    assert [d.kind for d in watch_all(cfg, flat)] == ["plateau"]
 
 
 def test_converged_or_learning_runs_are_no_plateau(cfg):
@@ -307,7 +356,7 @@ def test_saturated_tanh_is_flagged():
     stats, found = signals.signal_health(model, x, y, CE, cfg, 0)
     assert stats["health/saturated/body.2"] > 0.9
     d = next(d for d in found if d.where == "body.2")
-    assert d.kind == "vanishing" and "model.activation=gelu" in d.fixes
+    assert d.kind == "saturated" and "model.activation=gelu" in d.fixes
 
 
 def test_signal_health_leaves_grads_buffers_and_rng_unchanged(cfg):
@@ -403,7 +452,7 @@ def test_report_writes_json_tensorboard_and_a_panel(tmp_path, cfg):
     files.close()
     saved = json.loads((tmp_path / "diagnosis.json").read_text())
     assert [d["kind"] for d in saved] == ["smell", "spike", "spike"] and saved[0]["fixes"] == found[0].fixes
-    assert saved[1]["evidence"] == {"loss": None, "n": 2.0}  # strict JSON: inf is written as null
+    assert saved[1]["evidence"] == {"n": 2.0}  # never a non-finite number as evidence: inf is left out
     text = out.export_text()
     assert "warning: smell (at start in clip)" in text
     assert "trainlab optimizer.lr=10 clip=norm" in text  # the fix replaces clip=value and its key
@@ -434,18 +483,20 @@ def hand_made_run(tmp_path, status="diverged", recorded=None):
 def test_diagnose_run_reads_a_diverged_run(tmp_path, capsys):
     found = report.diagnose_run(hand_made_run(tmp_path))
     assert [(d.kind, d.step, d.where) for d in found] == [("overfitting", 500, "val_loss"),
-                                                                    ("nonfinite", 510, "train_loss")]
-    assert found[1].fixes == ["optimizer.lr=0.05", "clip=norm", "schedule.warmup_steps=100"]
+                                                          ("nonfinite", 510, "train_loss"), ("verdict", 510, "run")]
+    assert found[1].fixes == ["optimizer.lr=0.003", "clip=norm", "schedule.warmup_steps=100"]  # 0.5: >= 30x adamw's
+    assert found[2].evidence["verdict"] == "diverged"  # no verdict recorded: computed from summary.json
     assert report.main([str(tmp_path)]) == 1  # an error: a non-finite loss
     out = " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal width
-    assert "diverged, 2 diagnoses" in out and "trainlab clip=none optimizer.lr=0.05" in out  # run's overrides + fix
+    assert "diverged, 3 diagnoses" in out and "verdict: diverged" in out
+    assert "trainlab clip=none optimizer.lr=0.003" in out  # the run's overrides + the fix
 
 
 def test_diagnose_run_prefers_the_recorded_location(tmp_path, capsys):
     located = Diagnosis("nonfinite", "error", 503, "body.4", "forward: ...", {"inf": 3}, ["clip=norm"])
     found = report.diagnose_run(hand_made_run(tmp_path, recorded=[located.to_json()]))
     assert [(d.kind, d.step, d.where) for d in found] == [("overfitting", 500, "val_loss"),
-                                                                    ("nonfinite", 503, "body.4")]
+                                                          ("nonfinite", 503, "body.4"), ("verdict", 510, "run")]
     assert report.main([str(tmp_path.parent)]) == 1  # a multirun-style parent directory works too
     assert report.main([str(tmp_path / "nowhere")]) == 2
     assert "not a trainlab run directory" in capsys.readouterr().err
@@ -468,7 +519,7 @@ def test_high_lr_without_clipping_diverges(train):
     found = [d for d in report.diagnose_run(run_dir) if d.kind == "nonfinite"]
     assert [d.step for d in found] == [summary["steps"]]  # the loop stops before the non-finite update
     assert found[0].where == "body.4.weight" and "overflows" in found[0].message  # finite grads, inf norm
-    assert found[0].fixes == ["optimizer.lr=0.3", "clip=norm", "schedule=warmup_cosine"]
+    assert found[0].fixes == [f"optimizer.lr={shipped_lr('sgd'):g}", "clip=norm", "schedule=warmup_cosine"]  # 3 >= 30x
     (run_dir / "diagnosis.json").unlink()  # without the located one: from the summary
     assert [(d.step, d.where) for d in report.diagnose_run(run_dir) if d.kind == "nonfinite"] == [
         (summary["steps"], "")]
@@ -493,7 +544,7 @@ def test_lr_10_kills_the_relus():
     stats, found = signals.signal_health(model, xb, yb, CE, cfg, 2)
     dead = [d for d in found if d.kind == "dead_relu"]
     assert [d.where for d in dead] == ["body.2", "body.6"] and stats["health/dead_frac/body.2"] > 0.5
-    assert dead[0].fixes[:2] == ["optimizer.lr=3.33", "model.activation=gelu"]
+    assert dead[0].fixes[:2] == [f"optimizer.lr={shipped_lr('sgd'):g}", "model.activation=gelu"]  # 10 is 100x sgd's
 
 
 def findings(run_dir):
@@ -506,7 +557,7 @@ def test_lr_1e7_plateaus(train):
                              "trainer.log_every=10", "trainer.eval_every=100"))
     found = findings(run_dir)
     assert [(d.kind, d.step) for d in found] == [("plateau", 80)]  # 0.3 x 250 steps flat
-    assert found[0].fixes[0] == "optimizer.lr=3e-07"
+    assert found[0].fixes[0] == f"optimizer.lr={shipped_lr('adamw'):g}"  # 1e-7 is 30000x below it
 
 
 def test_batchnorm_with_batch_2_smells(train):

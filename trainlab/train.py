@@ -79,11 +79,10 @@ def rollback(good, model, opt, schedule, lr_cut=0.1):
     """Restore the last good state and cut every group's lr (the schedule keeps running from this step)."""
     model.load_state_dict(good["model"])
     opt.load_state_dict(good["opt"])
-    schedule.base_lrs = [lr * lr_cut for lr in schedule.base_lrs]
-    for group in opt.param_groups:
-        group["lr"] *= lr_cut
-        group["base_lr"] *= lr_cut
-    opt.zero_grad(set_to_none=True)
+    schedule.base_lrs = [lr * lr_cut for lr in schedule.base_lrs]  # cut on every rollback: cumulative
+    for group, base in zip(opt.param_groups, schedule.base_lrs):  # the good copy's lrs predate earlier cuts
+        group["base_lr"] = base
+    opt.zero_grad(set_to_none=True)  # the next schedule.step() sets each group's lr = base * multiplier
 
 
 def resume_point(cfg, run_dir, world):
@@ -267,12 +266,12 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
                     opt.zero_grad(set_to_none=True)
                     scaler.update()
                     state.counts["skipped" if policy == "skip" else "rollbacks"] += 1
+                    schedule.step()
                     if loud:
-                        lr_after = opt.param_groups[0]["lr"] if policy == "rollback" else None
+                        lr_after = opt.param_groups[0]["lr"] if policy == "rollback" else None  # the next update's
                         show(state.doctor.intervened("skipped" if policy == "skip" else "rollback", step, value,
                                                      lr_after), overrides, console.console)
                         files.findings(state.doctor.findings, overrides, changed=True)
-                    schedule.step()
                     state.step = step + 1
                     continue
                 if health_now:  # one isolated extra pass with hooks; nothing per step

@@ -14,7 +14,7 @@ verdict.py (at the end), report.py (panels, diagnosis.json, `trainlab doctor RUN
 from dataclasses import dataclass, field
 
 from trainlab.doctor.findings import Diagnosis
-from trainlab.doctor.fixes import lr_fix
+from trainlab.doctor.fixes import clip_fix, lr_down
 from trainlab.doctor.watch import WATCH_KEYS, Watch, confirmed, observe
 
 HEALTH_KEYS = ("vanish", "explode", "dead", "saturated")
@@ -65,7 +65,7 @@ class Doctor:
         return stats, self._keep(confirmed(self.watch, found))
 
     def after_row(self, step, row):
-        return self._keep(observe(self.watch, step, row)) if self.on else []
+        return self._keep(observe(self.watch, step, row, self.findings)) if self.on else []
 
     def intervened(self, kind, step, loss, lr_after=None):
         """A skipped update (kind "skipped") or a rollback to the last good state with the lr cut ("rollback").
@@ -80,28 +80,32 @@ class Doctor:
         if kind == "skipped":
             message = (f"update {step} skipped: its loss or grad norm was non-finite ({loss}); the weights "
                        "stay as they were and training goes on")
-            fixes = [lr_fix(self.cfg, 0.1), *(["clip=norm"] if self.cfg["clip"]["name"] != "norm" else [])]
+            fixes = [lr_down(self.cfg), *clip_fix(self.cfg)]
         else:
             message = (f"step {step} was non-finite ({loss}): rolled back to the last good evaluation and cut "
                        f"every learning rate 10x (now {lr_after:.3g})")
-            fixes = [f"optimizer.lr={lr_after:.3g}", *(["clip=norm"] if self.cfg["clip"]["name"] != "norm" else [])]
+            fixes = [f"optimizer.lr={lr_after:.3g}", *clip_fix(self.cfg)]
         evidence = {"lr_after": lr_after} if kind == "rollback" else {"first": step, "last": step, "count": 1}
         return self._keep([Diagnosis(kind, "warning", step, where, message, evidence, fixes)])
 
     def hopeless(self, step, row, meta, after=0.3, at_least=100):
-        """Why a search trial cannot win (at chance, or its val loss no better than at first, after `after` of its
-        steps and at least `at_least` steps, where healthy runs of these tasks have long left chance), else None."""
-        from trainlab.doctor.verdict import NEAR_CHANCE, NO_BETTER
+        """Why a search trial cannot win (at chance, or its val loss never better than the untrained model's, after
+        `after` of its steps and at least `at_least` steps, where healthy runs of these tasks have long left chance),
+        else None."""
+        from trainlab.doctor.verdict import NEAR_CHANCE, NO_BETTER, untrained_loss
 
         steps = self.cfg["trainer"]["max_steps"]
         if step < max(after * steps, at_least):
             return None
         chance, acc, loss = meta.get("chance"), row.get("val_acc"), row.get("val_loss")
-        first = self.watch.evals[0][1] if self.watch.evals else None
         if chance is not None and acc is not None and acc <= chance + NEAR_CHANCE * (1 - chance):
             return f"val_acc {acc:.3f} still at chance ({chance:.3f}) at step {step} of {steps}"
-        if first is not None and loss is not None and step > self.watch.evals[0][0] and loss >= NO_BETTER * first:
-            return f"val_loss {loss:.4g} no better than at first ({first:.4g}) at step {step} of {steps}"
+        first = {"val_loss": self.watch.evals[0][1]} if self.watch.evals else {}
+        reference = untrained_loss({"first": first}, meta, self.watch)
+        best = min([v for _, v, _ in self.watch.evals] + ([loss] if loss is not None else []), default=None)
+        if reference is not None and best is not None and best >= NO_BETTER * reference:
+            return f"val_loss {loss:.4g} never better than the untrained model's ({reference:.4g}) at step {step} of " \
+                   f"{steps}"
         return None
 
     def at_end(self, summary, meta):

@@ -1,6 +1,6 @@
 """A finding of the doctor: what went wrong (kind, severity, message), where and when, its numbers, fixes to paste.
 
-    Diagnosis("plateau", "warning", 120, "train_loss", "training loss flat at ...", {"loss": 2.3}, ["optimizer.lr=0.01"])
+    Diagnosis("plateau", "warning", 120, "train_loss", "training loss flat at ...", {"loss": 2.3}, ["clip=norm"])
 
 Each fix is an override string that can be pasted after the run's own overrides (fixes.py computes them).
 `to_json()` / `from_json()` are the form of diagnosis.json; `brief()` the form summary.json lists.
@@ -8,8 +8,8 @@ Each fix is an override string that can be pasted after the run's own overrides 
 import math
 from dataclasses import asdict, dataclass, field
 
-KINDS = ("nonfinite", "spike", "plateau", "overfitting", "smell", "vanishing", "exploding", "dead_relu", "skipped",
-         "rollback", "verdict")
+KINDS = ("nonfinite", "spike", "plateau", "overfitting", "smell", "vanishing", "exploding", "dead_relu", "saturated",
+         "skipped", "rollback", "verdict")
 SEVERITIES = ("error", "warning", "info")
 
 
@@ -23,6 +23,9 @@ class Diagnosis:
     message: str
     evidence: dict = field(default_factory=dict)
     fixes: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.evidence = {k: v for k, v in self.evidence.items() if _number(v) is not None}  # never nan as evidence
 
     def to_json(self):
         """A dict for diagnosis.json: evidence numbers as floats, non-finite ones (never written as NaN) as null."""

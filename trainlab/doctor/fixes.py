@@ -1,15 +1,18 @@
 """Fixes: override strings computed from a run's own config, so that each can be pasted as it is.
 
 `lr_fix(cfg, 0.1)` -> "optimizer.lr=0.0003" for optimizer.lr=3e-3; `command(overrides, fix)` -> the `trainlab ...`
-line that applies a fix on top of the run's own overrides. The doctor's diagnoses (doctor.py, signals.py) use them.
+line that applies a fix on top of the run's own overrides. The doctor's findings (watch, signals, verdict) use them.
 """
+import math
 import shlex
+from functools import cache
 
 from omegaconf import OmegaConf
 
 from trainlab.config import default_options, options
 
 FEATURE_DATA = ("digits", "blobs", "mnist", "fashion_mnist", "cifar10")  # mixup averages inputs: not tokens
+FAR = 30  # an lr this many times off its optimizer's shipped one: go back to the shipped one in one step
 
 
 def _num(v):
@@ -18,6 +21,30 @@ def _num(v):
 
 def lr_fix(cfg, factor):
     return f"optimizer.lr={_num(cfg['optimizer']['lr'] * factor)}"
+
+
+@cache
+def shipped(group, name, key):
+    """The value conf/<group>/<name>.yaml ships for key (None when it has none)."""
+    return options(group).get(name, {}).get(key)
+
+
+def lr_down(cfg, factor=0.1):
+    """A lower lr: factor x, or straight to the optimizer's shipped lr when the run's is >= FAR x above it."""
+    lr, home = cfg["optimizer"]["lr"], shipped("optimizer", cfg["optimizer"]["name"], "lr")
+    return f"optimizer.lr={_num(home)}" if home and lr >= FAR * home else lr_fix(cfg, factor)
+
+
+def lr_up(cfg, ratio=None, target=3e-3):
+    """A higher lr: x (target / update ratio) when the ratio is known (3 to 1000 x, but not past the shipped lr unless
+    3 x does), else 3 x; straight to the shipped lr when the run's is >= FAR x below it. target: the update-to-weight
+    ratio the benchmark's healthy runs show mid-run (2e-3 to 9e-3)."""
+    lr, home = cfg["optimizer"]["lr"], shipped("optimizer", cfg["optimizer"]["name"], "lr")
+    if home and lr * FAR <= home:
+        return f"optimizer.lr={_num(home)}"
+    factor = min(1000.0, max(3.0, target / ratio)) if ratio and math.isfinite(ratio) else 3.0
+    new = min(lr * factor, max(home, 3 * lr)) if home else lr * factor  # from below: up to the shipped lr at most
+    return f"optimizer.lr={float(f'{new:.2g}'):g}"
 
 
 def clip_fix(cfg):
@@ -33,42 +60,84 @@ def warmup_fix(cfg, factor):
 
 def width_fix(cfg, factor):
     m = cfg["model"]
-    if m["name"] == "mlp":
-        return [f"model.width={max(1, int(m['width'] * factor))}"]
+    if m["name"] in ("mlp", "rnn"):
+        key = "width" if m["name"] == "mlp" else "hidden"
+        return [f"model.{key}={max(1, int(m[key] * factor))}"]
     d = int(m["d_model"] * factor)
     if d >= m["n_heads"] and d % m["n_heads"] == 0:
         return [f"model.d_model={d}"]
     return [f"model.n_layers={max(1, m['n_layers'] - 1)}"] if factor < 1 else []
 
 
+def init_fix(cfg):
+    """The init that matches the activation at its standard gain ([] when the run has one): He for ReLU/GELU,
+    Xavier for tanh/sigmoid; a hand-set gain goes back to calculate_gain's."""
+    node, squash = cfg["init"], cfg["model"]["activation"] in ("tanh", "sigmoid")
+    if node.get("gain") is not None:
+        return ["init.gain=null"]
+    if node["name"] in (("xavier", "orthogonal") if squash else ("he", "mup", "orthogonal")):
+        return []
+    return ["init=xavier" if squash else "init=he"]
+
+
 def signal_fixes(cfg):
-    """Fixes for signals that vanish or explode with depth: the init that matches the activation, a norm."""
-    act, init = cfg["model"]["activation"], cfg["init"]["name"]
-    fixes = []
-    if act in ("relu", "gelu") and init not in ("he", "mup"):
-        fixes.append("init=he")
-    if act in ("tanh", "sigmoid"):
-        fixes += ["model.activation=gelu"] + ([] if init == "xavier" else ["init=xavier"])
-    fixes += ["norm=layernorm"] if cfg["norm"]["name"] == "none" else []
-    post_ln = cfg["model"]["name"] == "transformer" and cfg["model"]["norm_position"] == "post"
-    return fixes + (["model.norm_position=pre"] if post_ln else [])
+    """Fixes for signals that vanish, explode or saturate with depth: pre-LN for a post-LN Transformer, the init
+    that matches the activation, GELU instead of a saturating unit, a norm."""
+    model = cfg["model"]
+    fixes = ["model.norm_position=pre"] if model["name"] == "transformer" and model["norm_position"] == "post" else []
+    fixes += init_fix(cfg)
+    if model["name"] != "rnn" and model["activation"] in ("tanh", "sigmoid"):  # an RNN's cell fixes its own
+        fixes.append("model.activation=gelu")
+    return fixes + (["norm=layernorm"] if cfg["norm"]["name"] == "none" else [])
+
+
+def lead_fixes(findings, skip=()):
+    """The fixes of the findings that name a cause (a warning smell at start, a non-finite step, a signal finding),
+    earliest first (a cause precedes its consequences: vanishing signals, then the ReLUs they leave dead), smells
+    before all: a later symptom (a plateau, spikes, the verdict) tries these before its own generic ones."""
+    order = ("smell", "nonfinite", "rollback", "skipped", "exploding", "vanishing", "saturated", "dead_relu")
+    causes = [d for d in findings if d.kind in order and d.kind not in skip and d.fixes and d.severity != "info"]
+    causes.sort(key=lambda d: (-1 if d.step is None else d.step, order.index(d.kind)))
+    return list(dict.fromkeys(f for d in causes for f in d.fixes))
+
+
+def far_off(cfg):
+    """Fixes for settings far (FAR x) from their shipped values, the likeliest cause when nothing else is named: an
+    lr far above or below its optimizer's, a weight decay that outpaces any update, dropout that keeps too little."""
+    opt, reg = cfg["optimizer"], cfg["regularization"]
+    lr, home = opt["lr"], shipped("optimizer", opt["name"], "lr")
+    wd, wd_home = opt["weight_decay"], shipped("optimizer", opt["name"], "weight_decay") or 0.0
+    fixes = [f"optimizer.weight_decay={_num(wd_home)}"] if wd > max(FAR * wd_home, 1.0) else []
+    fixes += [f"regularization.dropout={_num(shipped('regularization', 'dropout', 'dropout'))}"] \
+        if reg["dropout"] >= 0.5 else []
+    if home and (lr >= FAR * home or lr * FAR <= home):
+        fixes.append(f"optimizer.lr={_num(home)}")
+    return fixes
+
+
+def then(first, own):
+    """FIRST, then OWN without repeats (or fixes of a key FIRST already sets)."""
+    keys = {f.split("=")[0] for f in first}
+    return list(dict.fromkeys([*first, *(f for f in own if f.split("=")[0] not in keys)]))
 
 
 def regularize_fixes(cfg, best_step=None):
+    """Overfitting: stop where validation loss was best (the one sure fix), then regularize, then shrink."""
     reg, opt, fixes = cfg["regularization"], cfg["optimizer"], []
+    warm = cfg["schedule"]["warmup_steps"] if "warmup_steps" in cfg["schedule"] else 0  # max_steps must exceed it
+    if best_step is not None and best_step + 1 > warm and best_step >= cfg["trainer"]["eval_every"]:
+        fixes.append(f"trainer.max_steps={best_step + 1}")  # stop where validation loss was best
+    # (best at the first evaluation: the model memorizes from the start; stopping there would train nothing)
+    wd, decoupled = opt["weight_decay"], opt["name"] in ("adamw", "lion")  # decoupled decay needs larger values
+    fixes.append(f"optimizer.weight_decay={_num(wd * 10 if wd > 0 else 0.1 if decoupled else 5e-4)}")  # SGD's L2
     if reg["name"] == "none":
         fixes.append("regularization=dropout")
     else:
         fixes.append(f"regularization.dropout={_num(min(0.5, max(0.1, 2 * reg['dropout'])))}")
-    wd = opt["weight_decay"]
-    fixes.append(f"optimizer.weight_decay={_num(wd * 10 if wd > 0 else 5e-4)}")  # 5e-4: the classic L2 for SGD
     if cfg["data"]["name"] in FEATURE_DATA and not reg["mixup_alpha"]:
         fixes.append("regularization=mixup" if reg["name"] == "none" else "regularization.mixup_alpha=0.2")
     if not reg["early_stopping"]:
         fixes.append("regularization=early_stopping" if reg["name"] == "none" else "regularization.early_stopping=3")
-    warm = cfg["schedule"]["warmup_steps"] if "warmup_steps" in cfg["schedule"] else 0  # max_steps must exceed it
-    if best_step is not None and best_step + 1 > warm:
-        fixes.append(f"trainer.max_steps={best_step + 1}")  # stop where validation loss was best
     return fixes + width_fix(cfg, 0.5)
 
 

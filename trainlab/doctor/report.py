@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from trainlab.doctor.findings import Diagnosis
-from trainlab.doctor.fixes import clip_fix, command, config_overrides, lr_fix, warmup_fix
+from trainlab.doctor.fixes import clip_fix, command, config_overrides, lr_down, warmup_fix
 from trainlab.doctor.smells import config_smells
 from trainlab.doctor.watch import WATCH_KEYS, Watch, observe
 from trainlab.runs.files import unfinished_status
@@ -105,7 +105,7 @@ def _rows(text):
 def nonfinite_from_rows(rows, cfg, summary):
     """A nonfinite diagnosis from the first row with a null (non-finite) train_loss or grad_norm, else from a
     diverged summary (the loop stops before a non-finite update, at summary["steps"]); None when neither."""
-    fixes = [lr_fix(cfg, 0.1), *clip_fix(cfg), *warmup_fix(cfg, 2)]
+    fixes = [lr_down(cfg), *clip_fix(cfg), *warmup_fix(cfg, 2)]
     for r in rows:
         bad = [k for k in ("train_loss", "grad_norm") if k in r and (r[k] is None or not math.isfinite(r[k]))]
         if bad:
@@ -119,8 +119,12 @@ def nonfinite_from_rows(rows, cfg, summary):
     return None
 
 
+SIGNAL_KINDS = ("vanishing", "exploding", "dead_relu", "saturated")  # findings of a signal-health pass
+
+
 def diagnose_run(run_dir):
-    """Findings of an ended run from its files: the recorded ones, config smells, and the metrics rows replayed."""
+    """Findings of an ended run from its files: the recorded ones, config smells, the metrics rows replayed, and
+    its verdict (the recorded one, else computed now: older runs have none, killed ones get "unfinished")."""
     run_dir = Path(run_dir)
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     recorded = [Diagnosis.from_json(d) for d in _read(run_dir / "diagnosis.json", json.loads) or []
@@ -130,19 +134,40 @@ def diagnose_run(run_dir):
     thresholds = {k: v for k, v in cfg["doctor"].items() if k in WATCH_KEYS} if "doctor" in cfg else {}
     watch = Watch.new(cfg, **thresholds)
     for r in rows:
-        found += observe(watch, r["step"], r)
+        found += observe(watch, r["step"], r, recorded + found)
     summary = _read(run_dir / "summary.json", json.loads) or {}
     if not any(d.kind == "nonfinite" for d in recorded):
         found += [d for d in [nonfinite_from_rows(rows, cfg, summary)] if d]
     seen = {(d.kind, d.step, d.where) for d in recorded}
     merged = recorded + [d for d in found if (d.kind, d.step, d.where) not in seen]
+    if not any(d.kind == "verdict" for d in merged):
+        merged.append(late_verdict(run_dir, cfg, summary, rows, merged, watch))
     return sorted(merged, key=lambda d: -1 if d.step is None else d.step)
 
 
+def late_verdict(run_dir, cfg, summary, rows, findings, watch):
+    """The verdict of a run that recorded none: from its summary.json (gaps filled from its rows), else
+    "unfinished" (killed or running: no summary.json)."""
+    from trainlab.doctor.verdict import verdict
+
+    last = rows[-1]["step"] if rows else None
+    if isinstance(summary, dict) and isinstance(summary.get("status"), str):
+        evals = [r for r in rows if r.get("val_loss") is not None]
+        done = {"steps": last + 1 if last is not None else 0, "max_steps": cfg["trainer"]["max_steps"],
+                "final": {k: v for k, v in (evals[-1] if evals else {}).items() if k.startswith("val_")},
+                "first": {k: v for k, v in (evals[0] if evals else {}).items() if k.startswith("val_")},
+                "best": {}} | summary
+        return verdict(cfg, done, {"chance": summary.get("chance"), "task": summary.get("task")}, findings, watch)
+    status = unfinished_status(run_dir)
+    resume = ["trainer.resume=auto"] if status == "killed" and (run_dir / "checkpoints").is_dir() else []
+    return Diagnosis("verdict", "info", last, "run", f"{status} (no summary.json; last logged step "
+                     f"{'none' if last is None else last}): no verdict", {"verdict": "unfinished"}, resume)
+
+
 def main(argv=None):
-    """`trainlab doctor RUN_DIR...`: print the diagnoses. Exit 0: no errors (warnings allowed); 1: an error
-    (a non-finite value) was found; 2: not a run directory."""
-    from trainlab.console import console
+    """`trainlab doctor RUN_DIR...`: print the diagnoses and the verdict. Exit 0: no errors (warnings allowed); 1: an
+    error (a run that did not learn or diverged, a non-finite value); 2: not a run directory."""
+    from trainlab.console import console, print_verdict
 
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -177,5 +202,14 @@ def main(argv=None):
                      f"{rows[-1]['step'] if rows else 'none'})"
         console.print(f"[bold]{run_dir}[/]: {status}, {len(diags)} diagnoses")
         show(diags, run_overrides(run_dir), console)
+        signal = next((d for d in diags if d.kind in SIGNAL_KINDS and d.step is not None), None)
+        if signal is not None:  # the evidence layer by layer, at the pass that flagged it
+            from trainlab.runs.health import health_table, passes
+
+            steps = [p["step"] for p in passes(run_dir)]
+            console.print(health_table(run_dir, signal.step if signal.step in steps else None))
+        final = next((d for d in reversed(diags) if d.kind == "verdict"), None)
+        if final is not None:
+            print_verdict(final.to_json())
         code = max(code, int(any(d.severity == "error" for d in diags)))
     return code

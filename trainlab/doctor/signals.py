@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from trainlab.doctor.findings import Diagnosis
-from trainlab.doctor.fixes import clip_fix, lr_fix, signal_fixes, warmup_fix
+from trainlab.doctor.fixes import clip_fix, far_off, lr_down, signal_fixes, then, warmup_fix
 
 ACTIVATIONS = (nn.ReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.LeakyReLU, nn.ELU)
 SQUASHING = (nn.Tanh, nn.Sigmoid)  # saturate: the gradient through them vanishes
+HUGE = 1e18  # a loss or gradient norm this large is one squaring away from float32's inf
 
 
 @contextlib.contextmanager
@@ -50,7 +51,7 @@ def _what(t):
 def locate_nonfinite(model, x, y, loss_fn, cfg, step):
     """The first place a NaN/inf appears on this batch: a parameter, the input, a module output in forward order,
     or a gradient w.r.t. a module's output or input in backward order. Re-runs forward and backward once."""
-    fixes = [lr_fix(cfg, 0.1), *clip_fix(cfg), *warmup_fix(cfg, 2)]
+    fixes = then(far_off(cfg), [lr_down(cfg), *clip_fix(cfg), *warmup_fix(cfg, 2)])
     fixes += ["precision=bf16"] if cfg["precision"]["name"] == "fp16" else []  # fp16 overflows at 65504
     found = partial(Diagnosis, "nonfinite", "error", step)
     for name, p in model.named_parameters():
@@ -95,10 +96,10 @@ def locate_nonfinite(model, x, y, loss_fn, cfg, step):
     finally:
         for h in handles:
             h.remove()
-    return _backward_origin(events, model, params, grads, found, fixes)
+    return _backward_origin(events, model, params, grads, found, fixes, loss.detach().item())
 
 
-def _backward_origin(events, model, params, grads, found, fixes):
+def _backward_origin(events, model, params, grads, found, fixes, loss=0.0):
     out_ok = {}
     for name, role, bad in events:
         if role == "output":
@@ -123,6 +124,12 @@ def _backward_origin(events, model, params, grads, found, fixes):
         return found(name, f"backward: every gradient is finite, but together they are too large for float32: the "
                      f"grad norm overflows (largest: {name}, norm {norms[name]:.2e})",
                      {"grad_norm": math.sqrt(sum(v * v for v in norms.values())), "largest": norms[name]}, fixes)
+    largest = max(norms.values(), default=0.0)
+    if abs(loss) > HUGE or largest > HUGE:  # finite in this pass, one rounding from inf in the loop's
+        return found("", f"values at the edge of float32 (3.4e38): loss {loss:.3g}, largest gradient norm "
+                     f"{largest:.3g}: the weights grew until the next step overflows (steps too large for the loss's "
+                     "curvature: an lr too high, or inputs on very different scales)",
+                     {"loss": loss, "largest": largest}, fixes)
     return found("", "a re-run on the same batch with the same parameters is finite: the non-finite value depends "
                  "on the random draws (dropout, mixing) of the failing step", {}, fixes)
 
@@ -206,11 +213,12 @@ def _flags(stats, linears, outputs, cfg, step, vanish, explode, dead, saturated)
         frac = stats.get(f"health/dead_frac/{name}", 0.0)
         if frac >= dead:
             found.append(Diagnosis("dead_relu", "warning", step, name, f"{frac:.0%} of the ReLU units in {name} "
-                                   "output 0 for every sample of the batch: they no longer learn", {"dead_frac": frac},
-                                   [lr_fix(cfg, 1 / 3), "model.activation=gelu", *signal_fixes(cfg)]))
+                                   "output 0 for every sample of the batch: they no longer learn (large early updates "
+                                   "push them below zero for good)", {"dead_frac": frac},
+                                   [lr_down(cfg, 1 / 3), "model.activation=gelu", *signal_fixes(cfg)]))
         frac = stats.get(f"health/saturated/{name}", 0.0)
         if frac >= saturated:
-            found.append(Diagnosis("vanishing", "warning", step, name, f"{frac:.0%} of the outputs of {name} "
+            found.append(Diagnosis("saturated", "warning", step, name, f"{frac:.0%} of the outputs of {name} "
                                    f"({type(module).__name__}) are saturated (within 1 % of its limits): gradients "
                                    "vanish through it", {"saturated": frac}, fixes))
     return found

@@ -19,7 +19,7 @@ def config_smells(cfg, small_batch=16, high_lr=1e-3, per_process_batch=None):
         found.append(Diagnosis(
             "smell", "warning", None, "norm", f"BatchNorm with data.batch_size={batch}{share} (< {small_batch}): its "
             "batch statistics are noisy and differ between training and evaluation; per-sample norms are not "
-            "affected", {"batch_size": seen}, ["norm=layernorm", f"data.batch_size={batch * small_batch // seen * 2}"]))
+            "affected", {"batch_size": seen}, [f"data.batch_size={batch * small_batch // seen * 2}", "norm=layernorm"]))
     if init == "xavier" and act in ("relu", "gelu"):
         found.append(Diagnosis(
             "smell", "info", None, "init", f"init=xavier with {act}: Glorot's variance 2/(fan_in+fan_out) (gain "
@@ -40,6 +40,6 @@ def config_smells(cfg, small_batch=16, high_lr=1e-3, per_process_batch=None):
         found.append(Diagnosis(
             "smell", "warning", None, "schedule", f"a post-LN Transformer with {opt['name']} and no warmup: early "
             "Adam steps are large where post-LN gradients are largest (Liu et al. 2020); warm up or use pre-LN",
-            {"lr": opt["lr"]}, ["schedule=warmup_cosine", "model.norm_position=pre"]))
+            {"lr": opt["lr"]}, ["model.norm_position=pre", "schedule=warmup_cosine"]))  # pre-LN: no warmup needed
     # fp16 without a scaler cannot be configured: precision=fp16 always builds a GradScaler (precision.py)
     return found

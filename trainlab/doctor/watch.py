@@ -12,8 +12,11 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 
 from trainlab.doctor.findings import Diagnosis
-from trainlab.doctor.fixes import clip_fix, lr_fix, regularize_fixes, warmup_fix, width_fix
+from trainlab.doctor.fixes import (clip_fix, far_off, lead_fixes, lr_down, lr_up, regularize_fixes, shipped,
+                                   signal_fixes, then, warmup_fix, width_fix)
 
+LEARNED = 0.97  # overfitting needs a best val loss below this fraction of the untrained one: something was learned
+ANNEALED = 0.25  # a plateau window whose median lr is below this fraction of the run's largest: a decayed schedule
 WATCH_KEYS = ("window", "spike_z", "spike_min", "spike_repeat", "plateau_frac", "plateau_rel", "plateau_high",
               "plateau_update", "overfit_evals", "overfit_rise", "overfit_gap")
 
@@ -28,6 +31,7 @@ class Watch:
     recent: list = field(default_factory=list)  # (step, loss, grad_norm, update_ratio, lr) over the plateau window
     first: tuple | None = None  # (step, loss) of the first finite row
     peak: float = 0.0  # the largest finite train loss logged
+    top_lr: float = 0.0  # the largest lr logged (a schedule that has annealed far below it flattens any loss)
     spikes: list = field(default_factory=list)
     spiking: bool = False
     plateau: bool = False
@@ -41,10 +45,11 @@ class Watch:
             plateau_high=0.5, plateau_update=1e-5, overfit_evals=3, overfit_rise=0.1, overfit_gap=0.25):
         """Thresholds (the loop passes conf/doctor's; test_doctor keeps these defaults equal to them):
 
-        spike: robust z = (loss - median) / max(1.4826 MAD, the batch's own noise) over the last `window`
-        train-loss rows >= spike_z, and the excess >= spike_min x the first loss; the batch noise is the
-        standard error of the batch mean (per-sample spread / sqrt(batch)), so a batch of 2 with one hard sample
-        is noise, not a spike. spike_repeat spikes make a warning. plateau: over the last plateau_frac x
+        spike: robust z = (loss - median) / max(1.4826 MAD, the batch noise) over the last `window`
+        train-loss rows (at least 5) >= spike_z, and the excess >= spike_min x the first loss; the batch noise is
+        the standard error of the batch mean (per-sample spread / sqrt(batch)) of this row and the largest of the
+        window's (spikes aside), so a batch of 2 with one or two hard samples is noise, not a spike. spike_repeat
+        spikes make a warning. plateau: over the last plateau_frac x
         trainer.max_steps steps the mean loss of the second half differs from the first half's by < plateau_rel
         (relative) and is still >= plateau_high x the first loss (a converged run is flat too); update ratios <
         plateau_update (when the rows have them) say the steps are too small. overfitting: val_loss rose
@@ -74,50 +79,59 @@ class Watch:
         self.health, self.seen = [tuple(h) for h in self.health], [tuple(s) for s in self.seen]
 
 
-def observe(watch, step, row):
-    """New diagnoses from one metrics row: spikes, a plateau, overfitting (each episode once)."""
+def observe(watch, step, row, findings=()):
+    """New diagnoses from one metrics row: spikes, a plateau, overfitting (each episode once). findings: what the
+    doctor found so far; a spike's or a plateau's fixes start with those of a cause already named."""
     found, loss = [], row.get("train_loss")
     if loss is not None and math.isfinite(loss):  # non-finite rows are the non-finite check's
         watch.first = watch.first or (step, loss)
         watch.peak = max(watch.peak, loss)
-        found += _spike(watch, step, loss, row.get("train_loss_se") or 0.0)
+        watch.top_lr = max(watch.top_lr, row.get("lr") or 0.0)
+        found += _spike(watch, step, loss, row.get("train_loss_se") or 0.0, findings)
         watch.recent.append((step, loss, row.get("grad_norm"), row.get("update_ratio"), row.get("lr")))
-        found += _plateau(watch, step)
+        found += _plateau(watch, step, findings)
     if row.get("val_loss") is not None:
         found += _overfit(watch, step, row["val_loss"])
     return found
 
 
 def confirmed(watch, found):
-    """Signal-health diagnoses also found at the previous pass (a layer that recovers was not dead), each once."""
-    keys = [(d.kind, d.where) for d in found]
+    """Signal-health diagnoses also found at the previous pass (a layer that recovers was not dead), each once. Dead
+    or saturated units are matched by layer; a vanishing or exploding signal by what it measures (activations or
+    gradients), since the first layer past the threshold moves as training rescales the layers."""
+    keys = [(d.kind, d.where if d.kind in ("dead_relu", "saturated") else next(iter(d.evidence))) for d in found]
     new = [d for d, k in zip(found, keys) if k in watch.health and k not in watch.seen]
-    watch.health, watch.seen = keys, watch.seen + [(d.kind, d.where) for d in new]
+    watch.health, watch.seen = keys, watch.seen + [k for d, k in zip(found, keys) if d in new]
     return new
 
 
-def _spike(watch, step, loss, noise):
+def _spike(watch, step, loss, noise, findings=()):
     o, hist, cfg, found = watch.opt, watch.losses, watch.cfg, []
-    if len(hist) >= max(5, o["window"] // 2):
+    if len(hist) >= 5:
         med = statistics.median(hist)
         mad = 1.4826 * statistics.median(abs(v - med) for v in hist)
-        scale = max(mad, noise, statistics.median(watch.noise) if watch.noise else 0.0, 1e-3 * abs(med), 1e-12)
+        recent_noise = max(watch.noise, default=0.0)  # per-sample losses are heavy-tailed: at batch 2 one hard
+        scale = max(mad, noise, recent_noise, 1e-3 * abs(med), 1e-12)  # sample sets the noise, so the largest counts
         z = (loss - med) / scale
         spike = z >= o["spike_z"] and loss - med >= o["spike_min"] * watch.first[1]
         new, watch.spiking = spike and not watch.spiking, spike  # consecutive spike rows: one episode
         if new:
             watch.spikes.append(step)
-            evidence = {"loss": loss, "median": med, "robust_z": z, "spikes": len(watch.spikes)}
+            evidence = {"loss": loss, "median": med, "robust_z": z, "batch_noise": max(noise, recent_noise),
+                        "spikes": len(watch.spikes)}
             found.append(Diagnosis("spike", "info", step, "train_loss", f"training loss {loss:.4g} at step {step}, "
-                                   f"{loss / med:.1f}x its recent median {med:.4g} (robust z {z:.0f})", evidence, []))
+                                   f"{loss / med:.1f}x its recent median {med:.4g} (robust z {z:.0f}, beyond the "
+                                   "batch-to-batch noise)", evidence, []))
             if len(watch.spikes) == o["spike_repeat"]:
                 betas = ["optimizer.betas=[0.9,0.95]"] if "betas" in cfg["optimizer"] else []  # faster 2nd moment
+                own = [lr_down(cfg, 1 / 3), *clip_fix(cfg), *warmup_fix(cfg, 2), *betas]
                 found.append(Diagnosis(
                     "spike", "warning", step, "train_loss", f"{len(watch.spikes)} loss spikes (steps "
                     f"{', '.join(map(str, watch.spikes))}): updates are too large for some batches",
-                    evidence, [lr_fix(cfg, 1 / 3), *clip_fix(cfg), *warmup_fix(cfg, 2), *betas]))
+                    evidence, then(lead_fixes(findings), own)))
     hist.append(loss)
-    watch.noise.append(noise)
+    if not watch.spiking:  # a spike's own spread is the spike's, not the batch noise later spikes are measured by
+        watch.noise.append(noise)
     return found
 
 
@@ -126,7 +140,7 @@ def _median(values):
     return statistics.median(values) if values else None
 
 
-def _plateau(watch, step):
+def _plateau(watch, step, findings=()):
     o, cfg = watch.opt, watch.cfg
     recent = watch.recent = [r for r in watch.recent if r[0] >= step - o["plateau_steps"]]
     first_step, first = watch.first
@@ -137,23 +151,39 @@ def _plateau(watch, step):
     rel = (old - new) / old if old else 0.0
     if rel > 2 * o["plateau_rel"]:
         watch.plateau = False  # learning again: a later plateau is a new episode
-    if watch.plateau or abs(rel) >= o["plateau_rel"] or new < o["plateau_high"] * first:
+    grad, ratio, lr = (_median(r[i] for r in recent) for i in (2, 3, 4))
+    annealed = lr is not None and lr < ANNEALED * watch.top_lr  # the schedule's decay, not a stuck run
+    if watch.plateau or annealed or abs(rel) >= o["plateau_rel"] or new < o["plateau_high"] * first:
         return []
     watch.plateau = True
-    grad, ratio, lr = (_median(r[i] for r in recent) for i in (2, 3, 4))
-    evidence = {"loss": new, "first_loss": first, "relative_change": -rel}
-    evidence |= {k: v for k, v in (("grad_norm", grad), ("update_ratio", ratio), ("lr", lr)) if v is not None}
-    act = ["model.activation=gelu"] if cfg["model"]["activation"] in ("tanh", "sigmoid") else []
-    if ratio is not None and ratio < o["plateau_update"]:
-        why = f"each update changes the weights by {ratio:.1e} of their norm: the steps are far too small"
-        fixes = [lr_fix(cfg, 3), *warmup_fix(cfg, 0.25), *act, *width_fix(cfg, 2)]
-    else:  # the gradient carries no signal (saturated or dead units, vanishing with depth) or the model is too small
-        why = (f"grad norm {grad:.2g}" if grad is not None else "no grad norm logged") + \
-            ": see the health/ scalars for vanishing or saturated layers"
-        fixes = [lr_fix(cfg, 3), *act, *width_fix(cfg, 2), *warmup_fix(cfg, 0.25)]
+    evidence = {"loss": new, "first_loss": first, "relative_change": -rel, "grad_norm": grad, "update_ratio": ratio,
+                "lr": lr}
+    why, own = _plateau_cause(watch, cfg, grad, ratio)
     return [Diagnosis("plateau", "warning", step, "train_loss", f"training loss flat at {new:.4g} over the last "
                       f"{step - recent[0][0]} steps ({-rel:+.2%}), {new / first:.0%} of its first value; "
-                      f"{why}", evidence, fixes)]
+                      f"{why}", evidence, then(then(far_off(cfg), lead_fixes(findings)), own))]
+
+
+def _plateau_cause(watch, cfg, grad, ratio):
+    """(why, fixes) of a plateau from its numbers: an lr far too high (the loss rose above its first value, or the
+    lr is far above its optimizer's shipped one), steps far too small (tiny update ratios with a live gradient),
+    no gradient signal (dead, vanishing or saturated units), else a model or an lr too small."""
+    lr, home = cfg["optimizer"]["lr"], shipped("optimizer", cfg["optimizer"]["name"], "lr")
+    act = ["model.activation=gelu"] if cfg["model"]["name"] != "rnn" and cfg["model"]["activation"] in (
+        "tanh", "sigmoid") else []
+    if watch.peak > 1.5 * watch.first[1] or (home and lr >= 10 * home):
+        return (f"the loss rose to {watch.peak:.3g} (first {watch.first[1]:.3g}) at optimizer.lr={lr:g} (its "
+                f"optimizer ships {home:g}): the steps overshoot, and units can die", [lr_down(cfg), *clip_fix(cfg)])
+    if grad is not None and grad < 1e-6:
+        live = ["model.activation=gelu"] if cfg["model"]["name"] != "rnn" else []  # GELU has no flat zero side
+        return (f"grad norm {grad:.1e}: no gradient reaches the weights (dead or saturated units, or a signal "
+                "vanishing with depth): see the health/ scalars", then(live, signal_fixes(cfg)) or [lr_up(cfg)])
+    if ratio is not None and ratio < watch.opt["plateau_update"]:
+        return (f"each update changes the weights by {ratio:.1e} of their norm: the steps are far too small",
+                [lr_up(cfg, ratio), *warmup_fix(cfg, 0.25), *act, *width_fix(cfg, 2)])
+    return ((f"grad norm {grad:.2g}" if grad is not None else "no grad norm logged") +
+            ": see the health/ scalars for vanishing or saturated layers",
+            [lr_up(cfg, ratio), *act, *width_fix(cfg, 2), *warmup_fix(cfg, 0.25)])
 
 
 def _overfit(watch, step, val_loss):
@@ -173,8 +203,10 @@ def _overfit(watch, step, val_loss):
     gaps = [v - t for _, v, t in last if t is not None]
     growing = (len(gaps) == k + 1 and all(b > a for a, b in zip(gaps, gaps[1:])) and gaps[-1] >= o["overfit_gap"] *
                first and val_loss >= last[0][1])
-    if not falling or not (rising or growing):  # a diverging run's val loss rises too, but so does its train loss
-        return []
+    untrained = watch.first[1] if watch.first and watch.first[0] == 0 else first  # step 0: before any update
+    rising = rising and best <= LEARNED * untrained  # a val loss that rises from where it started: nothing learned
+    if not falling or not (rising or growing) or watch.peak > 1.5 * untrained:  # the loss once rose far above
+        return []  # the untrained one: an lr so high that val rises as train wobbles, no fit to overfit
     watch.overfit = True
     evidence = {"val_loss": val_loss, "best_val_loss": best, "best_step": best_step, "first_val_loss": first,
                 "train_loss": train} | ({"gap": gaps[-1]} if gaps else {})

@@ -1,0 +1,64 @@
+"""scripts/doctor_benchmark.py: a few of its provoked pathologies through the real loop, each asserting the kind the
+doctor reports and that its first fix, pasted after the case's overrides, gives a healthy run; the whole benchmark
+(slow) asserts the goals: recall >= 95 %, false alarms <= 5 %, repair >= 80 %."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from trainlab.doctor.fixes import merge
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "doctor_benchmark.py"
+spec = importlib.util.spec_from_file_location("doctor_benchmark", SCRIPT)
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+def case(label, *start):
+    """The benchmark's first case of this label whose overrides begin with START (the cases the tests pin)."""
+    return next(c for c in bench.CASES if c.label == label and c.overrides[:len(start)] == list(start))
+
+
+PINNED = [  # (case, the kind the doctor reports, the first fix)
+    (case("lr_too_high", *bench.DIGITS, "optimizer=sgd", "optimizer.lr=10", "clip=none"), "dead_relu",
+     "optimizer.lr=0.1"),  # sgd's shipped lr: 10 is 100x it
+    (case("lr_too_low", *bench.DIGITS, "optimizer.lr=1e-6"), "did_not_learn", "optimizer.lr=0.003"),
+    (case("batchnorm_tiny_batch", *bench.DIGITS), "smell", "data.batch_size=32"),
+    (case("exploding", *bench.DIGITS), "exploding", "init.gain=null"),
+    (case("unnormalised_inputs", *bench.QUAD, "optimizer=sgd", "optimizer.lr=0.45", "data.condition=1000"),
+     "diverged", "optimizer.lr=0.045"),
+]
+
+
+@pytest.mark.parametrize("c,kind,fix", PINNED, ids=[c.label for c, _, _ in PINNED])
+def test_a_provoked_pathology_is_found_and_its_first_fix_repairs_it(c, kind, fix):
+    _, found = bench.quiet_run(c.overrides)
+    reported = {d["evidence"].get("verdict") if d["kind"] == "verdict" else d["kind"] for d in bench.alarms(found)}
+    assert bench.detected(c, found) is not None and kind in reported
+    assert bench.first_fix(c, found) == fix
+    _, repaired = bench.quiet_run(merge(c.overrides, fix))
+    assert bench.healthy(repaired), bench.brief(repaired)
+
+
+def test_a_healthy_run_raises_nothing():
+    _, found = bench.quiet_run(bench.CASES[[c.label for c in bench.CASES].index("healthy")].overrides)
+    assert bench.healthy(found) and bench.brief(found) == ["info:learned@299"]
+
+
+def test_the_case_list_meets_the_brief():
+    sick = [c for c in bench.CASES if c.label != "healthy"]
+    well = [c for c in bench.CASES if c.label == "healthy"]
+    assert len(sick) >= 40 and len(well) >= 40
+    models = {o.split("=")[1] for c in bench.CASES for o in c.overrides if o.startswith("model=")} | {"mlp"}
+    data = {o.split("=")[1] for c in bench.CASES for o in c.overrides if o.startswith("data=")}
+    assert {"mlp", "transformer", "rnn"} <= models and len(data) >= 3
+    assert all(c.expect for c in sick) and 8 <= sum(c.fast for c in bench.CASES) <= 14
+
+
+@pytest.mark.slow
+def test_the_whole_benchmark_meets_its_goals(tmp_path):
+    assert bench.main(["-j", "2", "--json", str(tmp_path / "out.json")]) == 0
+    import json
+
+    totals = json.loads((tmp_path / "out.json").read_text())["totals"]
+    assert totals["recall"] >= 0.95 and totals["false_alarms"] <= 0.05 and totals["repair"] >= 0.80
