@@ -6,7 +6,6 @@ run directory left behind, and no file of an earlier run modified (hashed before
 """
 import gzip
 import hashlib
-import json
 import sys
 
 import numpy as np

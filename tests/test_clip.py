@@ -24,7 +24,8 @@ def test_clip_returns_preclip_norm():
     assert build_clip({"name": "none"}, model)(False) == (None, None)  # nothing measured off the log steps
 
 
-@pytest.mark.parametrize("node,scale", [({"name": "norm", "max_norm": 1.0}, 0.1), ({"name": "norm", "max_norm": 1.0}, 10.0),
+@pytest.mark.parametrize("node,scale", [({"name": "norm", "max_norm": 1.0}, 0.1),
+                                        ({"name": "norm", "max_norm": 1.0}, 10.0),
                                         ({"name": "value", "clip_value": 0.5}, 0.1),
                                         ({"name": "value", "clip_value": 0.5}, 10.0)])
 def test_clipped_flag_says_whether_the_gradient_changed(node, scale):

@@ -32,7 +32,8 @@ def test_the_table_reads_at_80_columns(tmp_path, monkeypatch, capsys):
     num = 0
     for (opt, norm), values in accs.items():
         for seed, acc in enumerate(values):
-            verdict = "did_not_learn" if opt == "sgd" else "overfitting" if (opt, seed) == ("nesterov", 2) else "learned"
+            verdict = ("did_not_learn" if opt == "sgd" else
+                       "overfitting" if (opt, seed) == ("nesterov", 2) else "learned")
             fake_run(sweep, num, [f"optimizer={opt}", f"norm={norm}", f"trainer.seed={seed}"], acc=acc,
                      loss=1 - acc, verdict=verdict)
             num += 1

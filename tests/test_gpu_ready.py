@@ -6,7 +6,6 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import fast
 
 NAN = ["optimizer=sgd", "optimizer.lr=10", "init=he", "clip=none", "schedule=constant", "trainer.max_steps=60",
        "trainer.eval_every=20", "doctor.health_every=0", "trainer.progress=false", "trainer.threads=1"]

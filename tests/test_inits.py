@@ -245,7 +245,7 @@ def test_mup_head_variance_follows_table_3(width):
     build_init(node("mup", base_width=base), "relu")(model)
     head_var = model.head.weight.var().item()
     assert head_var * width ** 2 / base == pytest.approx(1.0, rel=0.05)  # was base/width: 1.0 / 0.25 / 0.06
-    assert lr_scales(model) == {"body.4.weight": base / width, "body.8.weight": base / width, "head.weight": base / width}
+    assert lr_scales(model) == {key: base / width for key in ("body.4.weight", "body.8.weight", "head.weight")}
     assert var_fan_in(model.body[0]) == pytest.approx(2.0, rel=0.05)  # input layer: He, lr unchanged
     for i in (4, 8):
         assert var_fan_in(model.body[i]) == pytest.approx(2.0, rel=0.05)  # hidden: gain^2/fan_in

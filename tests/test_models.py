@@ -213,14 +213,27 @@ def test_rnn_learns_digits_row_by_row(train):
     assert summary["final"]["val_loss"] < 0.6 * summary["first"]["val_loss"]
 
 
-def test_vanilla_rnn_needs_clipping_at_a_high_lr(train):
+def words(path, n=4000, seed=0):
+    """A fixed pseudo-English text of N words (the tests must not depend on what the README says today)."""
+    import random
+
+    vocab = ("the of and to in is that it for as with was on be by this are from or an at which not have but all "
+             "one loss step rate learning gradient norm clip layer weight batch train model data").split()
+    rng = random.Random(seed)
+    path.write_text(" ".join(rng.choice(vocab) for _ in range(n)) + "\n")
+    return path
+
+
+def test_vanilla_rnn_needs_clipping_at_a_high_lr(train, tmp_path):
     """Pascanu et al. 2013: the gradient of a tanh recurrence over 64 steps explodes now and then; a large SGD step
     then throws the weights far away and the loss ends above where it began; clip=norm caps the step and the same
-    run learns (seeds 0-2 checked by hand: unclipped 4.5 -> 9.5 / 5.6 / 8.5, clipped 4.5 -> 3.57 each)."""
-    demo = ["model=rnn", "model.cell=rnn", "model.activation=tanh", "norm=none", "data=text", "data.context=64",
+    run learns."""
+    demo = ["model=rnn", "model.cell=rnn", "model.activation=tanh", "norm=none", "data=text",
+            f"data.path={words(tmp_path / 'words.txt')}", "data.context=64",
             "data.stride=8", "optimizer=sgd", "optimizer.lr=3", "trainer.max_steps=60", "trainer.eval_every=60",
             "schedule.warmup_steps=3"]
     unclipped, _ = train(*fast(*demo, "clip=none"))
     clipped, _ = train(*fast(*demo, "clip=norm"))
     assert unclipped["final"]["val_loss"] > unclipped["first"]["val_loss"]  # worse than at the start
-    assert clipped["final"]["val_loss"] < 0.85 * clipped["first"]["val_loss"]  # the clipped run learns
+    assert clipped["final"]["val_loss"] < 0.95 * clipped["first"]["val_loss"]  # the clipped run learns
+    # (seeds 0-2 by hand: unclipped 2.99 -> 6.57 / 3.15 / 7.34; clipped 2.99 -> 2.58 / 2.70 / 2.71)

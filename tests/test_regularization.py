@@ -157,7 +157,10 @@ def test_cutmix_pastes_a_box_and_weights_labels_by_its_area():
 
 def test_mixed_loss_smooths_the_mixed_target_once():
     logits, y, y2, lam, eps = torch.randn(6, 4), torch.randint(4, (6,)), torch.randint(4, (6,)), 0.3, 0.1
-    onehot = lambda t: F.one_hot(t, 4).float()
+
+    def onehot(t):
+        return F.one_hot(t, 4).float()
+
     target = (1 - eps) * (lam * onehot(y) + (1 - lam) * onehot(y2)) + eps / 4  # one smoothing of the mixture
     expected = -(target * logits.log_softmax(-1)).sum(-1).mean()
     torch.testing.assert_close(mixed_loss(logits, y, y2, lam, eps), expected)

@@ -9,7 +9,7 @@ config alone. Importing trainlab imports neither torch nor Hydra: they load when
 """
 __version__ = "0.2.0"
 
-from trainlab.config import ConfigError  # noqa: E402  (no torch, no Hydra: a plain ValueError subclass)
+from trainlab.config import ConfigError  # noqa: E402,F401  (no torch, no Hydra: a plain ValueError subclass)
 
 
 def train(*overrides, run_dir=None, config_dir=None, progress=False):

@@ -64,7 +64,8 @@ RULES = {
     "num_classes": (lambda v: v >= 2, "an integer >= 2"), "p": (lambda v: v >= 2, "an integer >= 2"),
     "threads": (lambda v: v >= 0, "an integer >= 0 (0 = automatic)"),
     "devices": _count, "ref_batch": _count, "embed_std": _positive,
-    "label_noise": _unit, "condition": (lambda v: v >= 1, "a number >= 1"), "noise": (lambda v: v >= 0, "a number >= 0"),
+    "label_noise": _unit, "condition": (lambda v: v >= 1, "a number >= 1"),
+    "noise": (lambda v: v >= 0, "a number >= 0"),
     "dim": _count, "val_samples": _count, "length": (lambda v: v >= 2, "an integer >= 2"),
     "vocab": (lambda v: v >= 2, "an integer >= 2"), "successors": _count,
     "gain": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
@@ -159,7 +160,8 @@ def _not_a_setting(group, key, name):
     others = [o for o, s in options(group).items() if key in s]
     hint = f" It belongs to {group}={' / '.join(others)}." if others else _nearest(key, options(group).get(name, {}))
     settings = ", ".join(k for k in options(group).get(name, {}) if k != "name") or "(none)"
-    return ConfigError(f"{group}.{key} is not a setting of {group}={name}.{hint}\n  {group}={name} settings: {settings}")
+    return ConfigError(f"{group}.{key} is not a setting of {group}={name}.{hint}\n"
+                       f"  {group}={name} settings: {settings}")
 
 
 def _parse(args):

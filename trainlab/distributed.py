@@ -35,7 +35,8 @@ def shared_stamp():
         return None
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
                           timeout=timedelta(seconds=120))
-    key = f"trainlab/stamp/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}"
+    run_id, restart = os.environ.get("TORCHELASTIC_RUN_ID", ""), os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)
+    key = f"trainlab/stamp/{run_id}/{restart}"
     if os.environ.get("RANK") == "0":
         store.set(key, datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f"))
     return store.get(key).decode()

@@ -24,8 +24,8 @@ from trainlab.config import ConfigError
 FORMAT = 1
 CKPT = re.compile(r"^step-(\d{8})\.pt$")
 RESUME_FREE = {  # keys that may differ between a checkpoint and the run resuming it: they do not change the math
-    "trainer": ("progress", "threads", "resume", "skip_completed", "ckpt_every", "ckpt_keep", "log_every", "device", "devices", "compile",
-                "nonfinite_check"),
+    "trainer": ("progress", "threads", "resume", "skip_completed", "ckpt_every", "ckpt_keep", "log_every", "device",
+                "devices", "compile", "nonfinite_check"),
     "doctor": None,  # None: the whole group (the doctor watches; its passes leave the run as it was)
 }
 
