@@ -174,3 +174,26 @@ def test_a_killed_sweep_resumes_each_job_from_its_own_checkpoint(tmp_path):
     rows = [json.loads(line)["step"] for line in (job0 / "metrics.jsonl").read_text().splitlines()]
     steps = [e.step for e in EventAccumulator(str(job0)).Reload().Scalars("Loss/train")]
     assert steps == rows  # the killed attempt's events after the checkpoint were purged: no step twice
+
+
+def test_sigterm_stops_a_script_of_many_python_api_runs(tmp_path):
+    """trainlab.train in a loop: SIGTERM checkpoints the current run, then KeyboardInterrupt ends the script (the
+    next run never starts), instead of the signal being spent on one run."""
+    script = ("import sys, trainlab\n"
+              "for i in range(3):\n"
+              "    print('start', i, flush=True)\n"
+              "    trainlab.train('trainer.max_steps=4000', 'trainer.eval_every=200', 'trainer.threads=1',\n"
+              "                   run_dir=f'run{i}')\n")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent))
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    rows = tmp_path / "run0" / "metrics.jsonl"
+    for _ in range(600):
+        if rows.exists() and rows.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err and "trainer.resume=auto" in err
+    assert out.split("\n").count("start 1") == 0 and not (tmp_path / "run1").exists()
+    assert json.loads((tmp_path / "run0" / "summary.json").read_text())["status"] == "interrupted"

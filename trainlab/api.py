@@ -5,7 +5,8 @@
     result = trainlab.train("optimizer=sgd", "trainer.max_steps=100")  # runs in outputs/runs/DATE/TIME/
     result.summary["final"]["val_acc"], result.rows[-1]["train_loss"], result.model(x)
 
-A mistake raises trainlab.ConfigError with the same one-line message the command prints.
+A mistake raises trainlab.ConfigError with the same one-line message the command prints. SIGTERM or Ctrl-C during a
+run: the run checkpoints and stops, then KeyboardInterrupt reaches the caller (a script of many runs stops too).
 """
 import datetime
 from dataclasses import dataclass
@@ -72,4 +73,7 @@ def train(*overrides, run_dir=None, config_dir=None, progress=False):
     OmegaConf.save(node, run_dir / ".hydra" / "config.yaml")
     keep = {}
     summary = run(cfg, run_dir, keep=keep)
+    if summary["status"] == "interrupted":  # SIGTERM or Ctrl-C: the run checkpointed; the caller must stop too
+        raise KeyboardInterrupt(f"trainlab.train interrupted; its checkpoint and files are in {run_dir} "
+                                "(trainlab.train(..., run_dir=..., 'trainer.resume=auto') continues it)")
     return Result(summary, read_rows(run_dir / "metrics.jsonl"), keep.get("model"), run_dir, cfg)

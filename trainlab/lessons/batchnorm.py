@@ -23,7 +23,8 @@ def plan(quick):
                 points.append(Point(f"{norm}_b{batch}_s{seed}", [
                     f"norm={norm}", f"data.batch_size={batch}", "optimizer=momentum", "optimizer.lr=0.05",
                     "trainer.lr_scaling=linear", "trainer.ref_batch=64", "schedule=cosine",
-                    f"trainer.max_steps={steps}", f"trainer.eval_every={steps}", f"trainer.log_every={max(1, steps // 50)}",
+                    f"trainer.max_steps={steps}", f"trainer.eval_every={steps}",
+                    f"trainer.log_every={max(1, steps // 50)}",
                     f"trainer.seed={seed}", "trainer.ckpt_every=0", "doctor.health_every=0"]))
     return points
 
