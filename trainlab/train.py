@@ -211,6 +211,7 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
     deferred = tr["nonfinite_check"] == "deferred" or (tr["nonfinite_check"] == "auto" and device.type == "cuda")
     flag, snap, replay_until = torch.zeros((), dtype=torch.bool, device=device), None, -1
     status, error, stopped_early, pruned, t_loop = "completed", None, None, None, time.perf_counter()
+    cpu_loop = time.process_time()  # the loop's CPU time too: what scripts/benchmark.py compares
     eval_step = None  # the step of the latest evaluation (the progress bar says how old its val_acc is)
     if policy == "rollback" and state.good is None:
         state.good = keep_good(model, opt)
@@ -364,7 +365,8 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
     finally:
         t_end = time.perf_counter()
         summary = summarize(cfg, state, objective, status, error, stopped_early, t_end - t_start, t_end - t_loop, meta,
-                            device, threads, world, model, ckpt_path) | {"pruned": pruned}
+                            device, threads, world, model, ckpt_path) | {"pruned": pruned,
+                                                                         "loop_cpu_s": time.process_time() - cpu_loop}
         if loud:
             if status in ("completed", "diverged"):  # the verdict; a panel only when something is wrong
                 show([d for d in state.doctor.at_end(summary, meta) if d.severity != "info"], overrides,
