@@ -69,7 +69,7 @@ def test_divergence_is_reported_not_raised(train):
     found = json.loads((run_dir / "diagnosis.json").read_text())[0]
     assert found["kind"] == "nonfinite" and found["severity"] == "error"
     assert summary["steps"] == found["step"] < 50  # the non-finite update was never applied
-    assert "optimizer.lr=1e+05" in found["fixes"] and "clip=norm" in found["fixes"]
+    assert found["fixes"][:2] == ["optimizer.lr=0.1", "clip=norm"]  # 1e6 is far off: sgd's shipped lr first
     assert {"kind": "nonfinite", "severity": "error", "step": found["step"], "where": found["where"]} in \
         summary["diagnoses"]
     read_jsonl(run_dir / "metrics.jsonl")  # still strict JSON
