@@ -88,8 +88,11 @@ def test_download_verifies_skips_what_is_there_and_trains(fake_mnist, server, tm
     code, _, _ = run(capsys, "mnist", "--root", root, "--url-base", server.url, "--force")
     assert code == 0 and len(server.requests) == 8
     (root / "t10k-labels-idx1-ubyte.gz").write_bytes(b"spoiled")  # a present file with the wrong checksum
-    code, out, _ = run(capsys, "mnist", "--root", root, "--url-base", server.url)
-    assert code == 0 and len(server.requests) == 9 and "not the published" in out
+    code, out, err = run(capsys, "mnist", "--root", root, "--url-base", server.url)
+    assert code == 1 and "not the published" in err and "--force" in err  # never replaced unasked
+    assert (root / "t10k-labels-idx1-ubyte.gz").read_bytes() == b"spoiled"
+    code, out, _ = run(capsys, "mnist", "--root", root, "--url-base", server.url, "--force")
+    assert code == 0 and len(server.requests) == 12
     summary, _ = train(*fast("data=mnist", f"data.root={root}", "data.batch_size=8",
                            "trainer.max_steps=3", "trainer.eval_every=3"))
     assert summary["status"] == "completed" and summary["steps"] == 3

@@ -149,9 +149,14 @@ def safe_members(tar, root):
     return members
 
 
-def unpack(tarball, root):
+def unpack(tarball, root, force=False):
     with tarfile.open(tarball, "r:gz") as tar:
         members = safe_members(tar, root)
+        taken = [m.name for m in members if m.isfile() and (root / m.name).exists()]
+        if taken and not force:  # never written over: they are not this invocation's files
+            raise DownloadError(f"{tarball}: unpacking would replace {len(taken)} file(s) already in {root} (e.g. "
+                                f"{taken[0]}) that do not match the published checksums; move them away, or add "
+                                "--force to replace them")
         extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python's own checks too, if any
         tar.extractall(root, members=members, **extra)
 
@@ -167,13 +172,14 @@ def download(name, root, url_base, force, bar):
         if not force and verified(dest, md5):
             lines.append(f"have {dest} (MD5 ok)")
             continue
-        if dest.is_file() and not force:
-            lines.append(f"{dest} had MD5 {md5_of(dest)}, not the published {md5}: fetched again")
+        if dest.exists() and not force:  # not ours to replace: the user may have put it there on purpose
+            raise DownloadError(f"{dest} has MD5 {md5_of(dest) if dest.is_file() else '(not a file)'}, not the "
+                                f"published {md5}; move it away, or add --force to replace it")
         fetch(url, dest, md5, bar)
         lines.append(f"fetched {url} -> {dest} (MD5 ok)")
     if source.unpacked:
         for file in source.files:
-            unpack(root / file, root)
+            unpack(root / file, root, force)
         for file, md5 in source.unpacked.items():
             actual = md5_of(root / file) if (root / file).is_file() else "(missing)"
             if actual != md5:
