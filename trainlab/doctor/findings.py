@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 KINDS = ("nonfinite", "spike", "plateau", "overfitting", "smell", "vanishing", "exploding", "dead_relu", "saturated",
          "skipped", "rollback", "verdict")
 SEVERITIES = ("error", "warning", "info")
+SIGNAL_KINDS = ("vanishing", "exploding", "dead_relu", "saturated")  # what a signal-health pass flags
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from trainlab.doctor.findings import Diagnosis
+from trainlab.doctor.findings import SIGNAL_KINDS, Diagnosis
 from trainlab.doctor.fixes import clip_fix, command, config_overrides, lr_down, warmup_fix
 from trainlab.doctor.smells import config_smells
 from trainlab.doctor.watch import WATCH_KEYS, Watch, observe
@@ -119,9 +119,6 @@ def nonfinite_from_rows(rows, cfg, summary):
     return None
 
 
-SIGNAL_KINDS = ("vanishing", "exploding", "dead_relu", "saturated")  # findings of a signal-health pass
-
-
 def diagnose_run(run_dir):
     """Findings of an ended run from its files: the recorded ones, config smells, the metrics rows replayed, and
     its verdict (the recorded one, else computed now: older runs have none, killed ones get "unfinished")."""
@@ -204,10 +201,13 @@ def main(argv=None):
         show(diags, run_overrides(run_dir), console)
         signal = next((d for d in diags if d.kind in SIGNAL_KINDS and d.step is not None), None)
         if signal is not None:  # the evidence layer by layer, at the pass that flagged it
-            from trainlab.runs.health import health_table, passes
+            from trainlab.config import ConfigError
+            from trainlab.runs.health import health_table
 
-            steps = [p["step"] for p in passes(run_dir)]
-            console.print(health_table(run_dir, signal.step if signal.step in steps else None))
+            try:
+                console.print(health_table(run_dir, signal.step))
+            except ConfigError:  # no pass at that step (a recorded finding of an older run): the first one
+                console.print(health_table(run_dir))
         final = next((d for d in reversed(diags) if d.kind == "verdict"), None)
         if final is not None:
             print_verdict(final.to_json())

@@ -99,10 +99,11 @@ def confirmed(watch, found):
     """Signal-health diagnoses also found at the previous pass (a layer that recovers was not dead), each once. Dead
     or saturated units are matched by layer; a vanishing or exploding signal by what it measures (activations or
     gradients), since the first layer past the threshold moves as training rescales the layers."""
-    keys = [(d.kind, d.where if d.kind in ("dead_relu", "saturated") else next(iter(d.evidence))) for d in found]
-    new = [d for d, k in zip(found, keys) if k in watch.health and k not in watch.seen]
-    watch.health, watch.seen = keys, watch.seen + [k for d, k in zip(found, keys) if d in new]
-    return new
+    keys = [(d.kind, d.where if d.kind in ("dead_relu", "saturated") else
+             "act_std" if "act_std" in d.evidence else "grad_rms") for d in found]
+    new = [(d, k) for d, k in zip(found, keys) if k in watch.health and k not in watch.seen]
+    watch.health, watch.seen = keys, watch.seen + [k for _, k in new]
+    return [d for d, _ in new]
 
 
 def _spike(watch, step, loss, noise, findings=()):
