@@ -3,14 +3,16 @@
     python scripts/benchmark.py [--repeats 9] [--workloads mlp,wide,transformer] [--startup] [--compile] [--checkpoint]
 
 Both loops get the same model, optimizer, schedule, data and seed from trainlab's own builders and one torch thread.
-The hand-written loop does what trainlab does at each setting: the same training steps (clip by norm, step, schedule),
-the loss read at the log interval and written to a JSON-lines file, evaluation at the eval interval. Settings:
+The hand-written loop does what trainlab does at each setting and writes the same record: the same training steps
+(clip by norm, a NaN check, step, schedule), the same metrics rows to a JSON-lines file and to TensorBoard, the same
+evaluations, the same checkpoints (see hand_loop); only the doctor has no counterpart. Settings:
 defaults (doctor on, checkpoints), doctor=off, and every extra off (no doctor, no checkpoints, logging and evaluation
 only at the end). Each cell: the ratio of the fastest per-step loop CPU time of each over the repeats (on a shared
 VM the noise only adds time, so the minimum is the estimate; timeit does the same), then the median and range of the
 per-repeat ratios. --startup times the command: first line of output, `--help`, a config error, a 1-step run.
 """
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -50,7 +52,6 @@ def per_step(loop, cfg, folder, n):
 
 def trainlab_loop(cfg, folder):
     """trainlab's whole run: build, loop, files."""
-    import contextlib
     import io
 
     from trainlab.train import run
@@ -60,11 +61,17 @@ def trainlab_loop(cfg, folder):
 
 
 def hand_loop(cfg, folder):
-    """The loop a user writes: trainlab's builders, then a plain for-loop doing the same work."""
-    import contextlib
+    """The loop a user writes: trainlab's builders, then a plain for-loop doing the same work and writing the same
+    record: each logged row to metrics.jsonl and to TensorBoard (one event per row, as trainlab writes it: the ratio
+    must not profit from add_scalar's ~35 us per value), the same evaluations (validation, and training accuracy on
+    as many training samples), a checkpoint (torch.save, fsync, rename) at the same steps. Only the doctor has no
+    counterpart here: its cost is the difference between the first two columns."""
+    import io
 
     import torch
     import torch.nn.functional as F
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from torch.utils.tensorboard import SummaryWriter
 
     from trainlab.parts.data import batch_at, build_data
     from trainlab.parts.inits import build_init
@@ -73,6 +80,7 @@ def hand_loop(cfg, folder):
     from trainlab.parts.objectives import evaluate, resolve_task
     from trainlab.parts.optim import build_optimizer
     from trainlab.parts.schedules import build_schedule
+    from trainlab.train import TRAIN_EVAL
 
     tr = cfg["trainer"]
     torch.manual_seed(tr["seed"])
@@ -82,26 +90,49 @@ def hand_loop(cfg, folder):
     build_init(cfg["init"], cfg["model"]["activation"])(model)
     opt = build_optimizer(cfg["optimizer"], model)
     schedule = build_schedule(cfg["schedule"], opt, tr["max_steps"])
-    bs, last = cfg["data"]["batch_size"], tr["max_steps"] - 1
-    log = open(Path(tempfile.mkdtemp(dir=folder)) / "metrics.jsonl", "w", buffering=1)
+    bs, last, max_norm, n_train = cfg["data"]["batch_size"], tr["max_steps"] - 1, cfg["clip"]["max_norm"], \
+        min(TRAIN_EVAL, len(yv))
+    out_dir = Path(tempfile.mkdtemp(dir=folder))
+    log, writer = open(out_dir / "metrics.jsonl", "w", buffering=1), SummaryWriter(str(out_dir))
     t0 = time.process_time()
     for step in range(tr["max_steps"]):
         xb, yb = batch_at(step, x, y, bs, tr["seed"])
-        loss = F.cross_entropy(model(xb), yb)
+        out = model(xb)
+        loss = F.cross_entropy(out, yb)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip"]["max_norm"], foreach=True)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm, foreach=True)
+        if not torch.isfinite(loss + grad_norm).item():  # stop on a NaN/inf, as trainlab does
+            break
+        lr = opt.param_groups[0]["lr"]
         opt.step()
         schedule.step()
         opt.zero_grad(set_to_none=True)
         row = {}
         if step % tr["log_every"] == 0 or step == last:
-            row = {"train_loss": loss.item(), "grad_norm": grad_norm.item()}
+            per = F.cross_entropy(out.detach(), yb, reduction="none")
+            row = {"train_loss": loss.item(), "train_loss_se": (per.std() / len(per) ** 0.5).item(), "lr": lr,
+                   "grad_norm": grad_norm.item(), "clipped": float(grad_norm > max_norm)}
         if step % tr["eval_every"] == 0 or step == last:
             row |= evaluate(model, xv, yv, task, contextlib.nullcontext)
+            row["train_acc"] = evaluate(model, x[:n_train], y[:n_train], task, contextlib.nullcontext,
+                                        "train")["train_acc"]
         if row:
             log.write(json.dumps({"step": step, **row}) + "\n")
+            writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=k, simple_value=float(v))
+                                                          for k, v in row.items()]), step)
+        every = tr["ckpt_every"]
+        if every and ((step + 1) % every == 0 or step == last):
+            buffer = io.BytesIO()
+            torch.save({"step": step + 1, "model": model.state_dict(), "opt": opt.state_dict(),
+                        "schedule": schedule.state_dict(), "rng": torch.get_rng_state()}, buffer)
+            with open(out_dir / "ckpt.tmp", "wb") as f:
+                f.write(buffer.getvalue())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(out_dir / "ckpt.tmp", out_dir / f"step-{step + 1:08d}.pt")
     seconds = time.process_time() - t0
     log.close()
+    writer.close()
     return seconds
 
 
@@ -174,12 +205,17 @@ def checkpoint_cost(folder, repeats=5, n=100):
     return one, count * one / (default["loop_time_s"] - count * one)
 
 
+PLAIN_TORCH = ("import torch\nmodel = torch.nn.Linear(64, 10)\nopt = torch.optim.AdamW(model.parameters())\n"
+               "torch.nn.functional.cross_entropy(model(torch.randn(64, 64)), torch.randint(10, (64,))).backward()\n"
+               "opt.step()\nprint('done')\n")
+
+
 def startup(folder):
     """Seconds to the first line of output, for --help, for a config error, and for a whole 1-step run."""
     def first_line(args):
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "trainlab", *args], cwd=folder, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        command = [sys.executable, *(["-c", PLAIN_TORCH] if args == "plain" else ["-m", "trainlab", *args])]
+        proc = subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         proc.stdout.readline()
         first = time.perf_counter() - t0
         proc.communicate()
@@ -188,9 +224,11 @@ def startup(folder):
     out = {}
     for name, args in (("first line of a run", ["trainer.max_steps=1", "trainer.progress=false"]),
                        ("--help", ["--help"]), ("config error", ["optimizer.lr=-1"]),
-                       ("1-step run", ["trainer.max_steps=1", "trainer.progress=false"])):
+                       ("1-step run", ["trainer.max_steps=1", "trainer.progress=false"]),
+                       ("plain PyTorch script, one step (for comparison)", "plain")):
         samples = [first_line(args) for _ in range(5)]
-        out[name] = statistics.median(s[1 if name == "1-step run" else 0] for s in samples)
+        out[name] = statistics.median(s[0 if name in ("--help", "config error", "first line of a run") else 1]
+                                      for s in samples)
     return out
 
 
@@ -204,10 +242,12 @@ def main():
     parser.add_argument("--checkpoint", action="store_true", help="also the cost of one checkpoint, and its share")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    workloads = [w for w in args.workloads.split(",") if w]  # --workloads "": only the extra measurements
     with tempfile.TemporaryDirectory() as folder:
-        print(f"| workload | {' | '.join(args.settings.split(','))} |")
-        print("|---|" + "---:|" * len(args.settings.split(",")))
-        for workload in args.workloads.split(","):
+        if workloads:
+            print(f"| workload | {' | '.join(args.settings.split(','))} |")
+            print("|---|" + "---:|" * len(args.settings.split(",")))
+        for workload in workloads:
             cells = []
             for setting in args.settings.split(","):
                 ratios, times = measure(workload, setting, args.repeats, folder)
@@ -216,7 +256,7 @@ def main():
                              f"{max(ratios):.2f}; hand {hand * 1e3:.2f} ms/step)")
             print(f"| {workload} | {' | '.join(cells)} |", flush=True)
         if args.compile:
-            for workload in args.workloads.split(","):
+            for workload in workloads:
                 seconds, ratio = compile_cost(workload, folder)
                 print(f"compile {workload}: {seconds:.1f} s to compile, then {ratio:.2f}x eager per step")
         if args.checkpoint:

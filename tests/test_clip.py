@@ -14,8 +14,11 @@ AGC = {"name": "agc", "clipping": 0.05, "eps": 1e-3}
 def test_clip_returns_preclip_norm():
     model = nn.Linear(4, 1, bias=False)
     model.weight.grad = torch.tensor([[3.0, 4.0, 0.0, 0.0]])  # norm 5
-    norm, clipped = build_clip({"name": "norm", "max_norm": 1.0}, model)(False)
+    norm, clipped = build_clip({"name": "norm", "max_norm": 1.0}, model)(True)
     assert norm.item() == pytest.approx(5.0) and clipped.item()
+    model.weight.grad = torch.tensor([[3.0, 4.0, 0.0, 0.0]])
+    norm, clipped = build_clip({"name": "norm", "max_norm": 1.0}, model)(False)  # off the log steps: the norm only
+    assert norm.item() == pytest.approx(5.0) and clipped is None
     assert model.weight.grad.norm().item() == pytest.approx(1.0, rel=1e-5)
     model.weight.grad = torch.tensor([[3.0, -4.0, 0.1, 0.0]])
     norm, clipped = build_clip({"name": "value", "clip_value": 0.5}, model)(True)

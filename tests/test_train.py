@@ -45,6 +45,17 @@ def test_run_files_hold_the_metrics(train):
         assert tag in tags
     assert [e.step for e in events.Scalars("Accuracy/val")] == [0, 20, 39]
     assert events.Scalars("Loss/train")[-1].value == pytest.approx(rows[-1]["train_loss"], rel=1e-6)
+    from trainlab.runs.files import TAGS  # every value of every row is in TensorBoard (a row is one event)
+
+    for r in rows:
+        for key, v in r.items():
+            if key != "step":
+                tb = {e.step: e.value for e in events.Scalars(TAGS.get(key, key))}
+                assert tb[r["step"]] == pytest.approx(v, rel=1e-6, abs=1e-12), key
+    health = read_jsonl(run_dir / "health.jsonl")  # so is every per-layer statistic of a health pass
+    assert health and all(events.Scalars(f"health/{stat}/{layer['layer']:02d}_{layer['name']}")[i].value ==
+                          pytest.approx(v, rel=1e-6) for i, h in enumerate(health) for layer in h["layers"]
+                          for stat, v in layer.items() if stat not in ("layer", "name", "kind") and v is not None)
     # the HPARAMS tab: hyperparameters and final metrics in the same run (not a sub-directory)
     hparams = events.PluginTagToContent("hparams")
     assert "_hparams_/experiment" in hparams and "_hparams_/session_start_info" in hparams

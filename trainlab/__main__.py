@@ -1,5 +1,5 @@
 """`python -m trainlab ...` is the `trainlab` command (trainlab/cli.py)."""
-from trainlab.cli import main
+from trainlab.cli import entry
 
 if __name__ == "__main__":
-    main()
+    entry()

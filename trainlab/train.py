@@ -32,7 +32,8 @@ from trainlab.runs.sweep import swept_keys
 from trainlab.state import LoopState, StopRequest, capture, load_checkpoint, newest_checkpoint, restore, \
     save_checkpoint
 
-TRAIN_EVAL = 2048  # train_acc: the first this-many training samples, evaluated like the validation split
+TRAIN_EVAL = 2048  # train_acc: the first training samples, as many as the validation split has (at most this many),
+# evaluated like it: the two accuracies carry the same sampling noise, and it costs no more than validation
 
 
 def usable_cores():
@@ -208,6 +209,7 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
     bs, last_step, policy = cfg["data"]["batch_size"], tr["max_steps"] - 1, tr["on_nonfinite"]
     mixing = reg["mixup_alpha"] > 0 or reg["cutmix_alpha"] > 0
     plain = plain_loss(task)  # what the doctor's extra passes measure: no smoothing, no mixing
+    train_eval = min(TRAIN_EVAL, len(y_val))
     deferred = tr["nonfinite_check"] == "deferred" or (tr["nonfinite_check"] == "auto" and device.type == "cuda")
     flag, snap, replay_until = torch.zeros((), dtype=torch.bool, device=device), None, -1
     status, error, stopped_early, pruned, t_loop = "completed", None, None, None, time.perf_counter()
@@ -305,7 +307,7 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
                 if eval_now and loud:
                     row |= evaluate(model, x_val, y_val, task, autocast)
                     if task != "regress":  # accuracy on a fixed training subset, measured like validation
-                        row["train_acc"] = evaluate(model, x_train[:TRAIN_EVAL], y_train[:TRAIN_EVAL], task,
+                        row["train_acc"] = evaluate(model, x_train[:train_eval], y_train[:train_eval], task,
                                                     autocast, "train")["train_acc"]
                     if ema is not None:
                         row |= {f"{k}_ema": v for k, v in evaluate(ema, x_val, y_val, task, autocast).items()

@@ -152,10 +152,12 @@ def _plateau(watch, step, findings=()):
     rel = (old - new) / old if old else 0.0
     if rel > 2 * o["plateau_rel"]:
         watch.plateau = False  # learning again: a later plateau is a new episode
-    grad, ratio, lr = (_median(r[i] for r in recent) for i in (2, 3, 4))
-    annealed = lr is not None and lr < ANNEALED * watch.top_lr  # the schedule's decay, not a stuck run
-    if watch.plateau or annealed or abs(rel) >= o["plateau_rel"] or new < o["plateau_high"] * first:
+    if watch.plateau or abs(rel) >= o["plateau_rel"] or new < o["plateau_high"] * first:
         return []
+    lr = _median(r[4] for r in recent)
+    if lr is not None and lr < ANNEALED * watch.top_lr:  # the schedule's decay, not a stuck run
+        return []
+    grad, ratio = (_median(r[i] for r in recent) for i in (2, 3))  # only for a plateau found: not at every row
     watch.plateau = True
     evidence = {"loss": new, "first_loss": first, "relative_change": -rel, "grad_norm": grad, "update_ratio": ratio,
                 "lr": lr}

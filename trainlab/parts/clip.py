@@ -1,7 +1,8 @@
 """Gradient clipping: CLIPS maps clip.name to `fn(model, measure, **yaml keys) -> (pre-clip grad norm, clipped)`.
 
-The norm is the global L2 norm BEFORE clipping. Clipping by norm gets it for free; the others compute it only
-when `measure` is true (log steps), so nothing runs per step that the user did not ask for. `agc` is adaptive
+The norm is the global L2 norm BEFORE clipping. Clipping by norm gets it for free; the others compute it, and every
+clip its `clipped` flag, only when `measure` is true (log steps), so nothing runs per step that the user did not ask
+for. `agc` is adaptive
 gradient clipping (Brock et al. 2021): each unit's gradient is capped relative to its weight's norm.
 """
 import torch
@@ -20,7 +21,7 @@ def none(model, measure):
 
 def norm(model, measure, max_norm):
     total = clip_grad_norm_(model.parameters(), max_norm, foreach=True)  # returns the pre-clip norm: no second pass
-    return total, total > max_norm
+    return total, (total > max_norm) if measure else None  # the flag only where it is logged: no kernel per step
 
 
 def value(model, measure, clip_value):
