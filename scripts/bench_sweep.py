@@ -1,6 +1,8 @@
 """Benchmark: the same 4-job grid run serially (basic launcher) and with joblib (2 jobs at once), side by side.
 
-    python scripts/bench_sweep.py [--steps 600]
+    python scripts/bench_sweep.py [--steps 600] [--job transformer|default]
+
+--job default sweeps the default job (the MLP on digits, a few seconds a run) instead of the Transformer.
 
 Prints both wall times, the speed-up, and each job's torch thread count (jobs x threads must not exceed cores).
 """
@@ -13,13 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
-GRID = ["optimizer=sgd,adamw", "norm=none,layernorm", "model=transformer", "data=modular_addition",
-        "trainer.eval_every=100", "trainer.progress=false"]
+GRID = ["optimizer=sgd,adamw", "norm=none,layernorm", "trainer.eval_every=100", "trainer.progress=false"]
+JOBS = {"transformer": ["model=transformer", "data=modular_addition"], "default": []}
 
 
-def sweep(workdir, steps, extra):
+def sweep(workdir, steps, extra, job):
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "trainlab", "-m", *GRID, f"trainer.max_steps={steps}", *extra],
+    subprocess.run([sys.executable, "-m", "trainlab", "-m", *GRID, *JOBS[job], f"trainer.max_steps={steps}", *extra],
                    cwd=workdir, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     summaries = [json.loads(p.read_text()) for p in Path(workdir).glob("outputs/multirun/*/*/*/summary.json")]
@@ -29,12 +31,13 @@ def sweep(workdir, steps, extra):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--job", choices=sorted(JOBS), default="transformer")
     args = parser.parse_args()
     cores = os.cpu_count()
     results = {}
     for name, extra in (("serial", []), ("joblib", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])):
         with tempfile.TemporaryDirectory() as workdir:
-            wall, summaries = sweep(workdir, args.steps, extra)
+            wall, summaries = sweep(workdir, args.steps, extra, args.job)
         threads = sorted(s["threads"] for s in summaries)
         loop = sum(s["steps"] / s["steps_per_s"] for s in summaries)
         results[name] = wall

@@ -321,6 +321,25 @@ def test_torch_optimizers_from_yaml_equal_torch(name, reference):
     assert max_diff(ours, ref) == 0.0
 
 
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adam", "adamw"])
+def test_fused_kernels_where_torch_has_them_follow_the_per_tensor_update(name):
+    """SGD, Adam and AdamW get torch's fused kernel on the CPU (and CUDA): the same update as the per-tensor loop
+    torch picks by default on a CPU, up to float32 rounding; the others keep torch's default."""
+    node = node_of(name, weight_decay=0.05)
+    ours, ref = mlp(), mlp()
+    opt = build_optimizer(node, ours)
+    ref_opt = build_optimizer(node, ref)
+    for group in ref_opt.param_groups:
+        group["fused"] = None  # torch's default on a CPU: the per-tensor loop
+    assert all(group["fused"] for group in opt.param_groups)
+    for x, y in batches(5):
+        train_step(ours, opt, x, y)
+        train_step(ref, ref_opt, x, y)
+    assert max_diff(ours, mlp()) > 1e-4
+    assert max_diff(ours, ref) < 1e-6
+    assert not any(group.get("fused") for group in build_optimizer(node_of("rmsprop"), mlp()).param_groups)
+
+
 # --- rules every optimizer shares
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
