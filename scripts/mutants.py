@@ -150,7 +150,7 @@ MUTANTS = [
     Mutant("verdict_chance_ignored", "trainlab/doctor/verdict.py", "NEAR_CHANCE = 0.1", "NEAR_CHANCE = -1.0",
            (T + "test_mutation_kills.py::test_accuracy_at_chance_is_did_not_learn_even_when_the_loss_fell",)),
     Mutant("lr_fix_wrong_factor", "trainlab/doctor/fixes.py", "cfg['optimizer']['lr'] * factor", "cfg['optimizer']['lr']",
-           (T + "test_train.py::test_divergence_is_reported_not_raised",)),
+           (T + "test_mutation_kills.py::test_a_lower_lr_is_the_runs_lr_times_the_factor_unless_far_off",)),
     # --- runs, config, cli, catalog
     Mutant("run_dir_overwritten", "trainlab/runs/rundir.py", 'if taken and resume == "never":', "if False:",
            (T + "test_no_data_loss.py::test_run_dir_dot_runs_beside_user_files_and_a_second_run_is_refused",)),

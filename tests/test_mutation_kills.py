@@ -68,3 +68,13 @@ def test_a_resumed_search_draws_a_new_point(tmp_path):
            for p in sorted(tmp_path.glob("*/summary.json"))]
     lrs = [next(o for o in overrides if o.startswith("optimizer.lr=")) for overrides in lrs]
     assert len(lrs) == 2 and lrs[0] != lrs[1]  # the second trial is not the first one again
+
+
+@pytest.mark.parametrize("lr,factor,fix", [(1.0, 0.1, "optimizer.lr=0.1"), (1.0, 1 / 3, "optimizer.lr=0.333"),
+                                           (0.5, 0.1, "optimizer.lr=0.05"), (10.0, 0.1, "optimizer.lr=0.1")])
+def test_a_lower_lr_is_the_runs_lr_times_the_factor_unless_far_off(lr, factor, fix):
+    """The doctor's "lower the lr" fix: the run's lr x factor while it is within 30x of the optimizer's shipped lr
+    (sgd ships 0.1), straight back to the shipped lr beyond."""
+    from trainlab.doctor.fixes import lr_down
+
+    assert lr_down(compose_cfg("optimizer=sgd", f"optimizer.lr={lr}"), factor) == fix

@@ -223,7 +223,7 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
         with stop, progress:
             console.advance(progress, state.step, state.last)
             if deferred:
-                snap = capture(state)
+                snap = capture(state, bookkeeping=False)
             while state.step < tr["max_steps"]:
                 step = state.step
                 x, y = distributed.shard(*batch_at(step, x_train, y_train, bs, tr["seed"]), rank, world)
@@ -276,6 +276,8 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
                                                      lr_after), overrides, console.console)
                         files.findings(state.doctor.findings, overrides, changed=True)
                     state.step = step + 1
+                    if deferred:  # the findings changed off a row: a later replay starts here, not before them
+                        snap = capture(state, bookkeeping=False)
                     continue
                 if health_now:  # one isolated extra pass with hooks; nothing per step
                     stats, found = state.doctor.health(model, x, y, plain, step)
@@ -352,7 +354,7 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
                         save_checkpoint(run_dir / "checkpoints", state, cfg, tr["ckpt_keep"], world, rngs)
                         files.flush()
                 if deferred and (log_now or eval_now or health_now or ckpt_now):
-                    snap = capture(state)
+                    snap = capture(state, bookkeeping=False)
                 if stopped_early is not None:
                     break
                 if requested:
