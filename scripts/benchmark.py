@@ -80,6 +80,7 @@ def hand_loop(cfg, folder):
     from trainlab.parts.objectives import evaluate, resolve_task
     from trainlab.parts.optim import build_optimizer
     from trainlab.parts.schedules import build_schedule
+    from trainlab.runs.files import write_atomic
     from trainlab.train import TRAIN_EVAL
 
     tr = cfg["trainer"]
@@ -125,11 +126,7 @@ def hand_loop(cfg, folder):
             buffer = io.BytesIO()
             torch.save({"step": step + 1, "model": model.state_dict(), "opt": opt.state_dict(),
                         "schedule": schedule.state_dict(), "rng": torch.get_rng_state()}, buffer)
-            with open(out_dir / "ckpt.tmp", "wb") as f:
-                f.write(buffer.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(out_dir / "ckpt.tmp", out_dir / f"step-{step + 1:08d}.pt")
+            write_atomic(out_dir / f"step-{step + 1:08d}.pt", buffer.getvalue())  # temp file, fsync, rename
     seconds = time.process_time() - t0
     log.close()
     writer.close()

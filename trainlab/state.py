@@ -69,18 +69,22 @@ def set_rng_state(s):
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def _clone(obj):
-    """A copy of a state_dict-like tree: tensors cloned (on their device), dicts, lists and tuples rebuilt, numbers and
-    strings shared. (copy.deepcopy did the same at ~3x the cost: its per-tensor protocol builds storages one by one.)"""
+def _map_tensors(fn, obj, other=lambda x: x):
+    """A state_dict-like tree rebuilt (dicts, lists, tuples) with fn applied to each tensor and `other` to the rest."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
+        return fn(obj)
     if isinstance(obj, dict):
-        return {k: _clone(v) for k, v in obj.items()}
+        return {k: _map_tensors(fn, v, other) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_clone(v) for v in obj)
-    if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
-        return obj
-    return copy.deepcopy(obj)
+        return type(obj)(_map_tensors(fn, v, other) for v in obj)
+    return other(obj)
+
+
+def _clone(obj):
+    """A copy of a state_dict-like tree: tensors cloned (on their device), numbers and strings shared. (copy.deepcopy
+    did the same at ~3x the cost: its per-tensor protocol builds storages one by one.)"""
+    return _map_tensors(lambda t: t.detach().clone(), obj,
+                        lambda x: x if x is None or isinstance(x, (bool, int, float, str, bytes)) else copy.deepcopy(x))
 
 
 def capture(state, rng=True, clone=True, bookkeeping=True):
@@ -121,13 +125,7 @@ def restore(state, snap):
 
 # --- checkpoints on disk
 def _to_cpu(obj):
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
+    return _map_tensors(lambda t: t.detach().cpu(), obj)
 
 
 def identity(cfg):

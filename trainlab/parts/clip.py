@@ -2,8 +2,8 @@
 
 The norm is the global L2 norm BEFORE clipping. Clipping by norm gets it for free; the others compute it, and every
 clip its `clipped` flag, only when `measure` is true (log steps), so nothing runs per step that the user did not ask
-for. `agc` is adaptive
-gradient clipping (Brock et al. 2021): each unit's gradient is capped relative to its weight's norm.
+for. `agc` is adaptive gradient clipping (Brock et al. 2021): each unit's gradient is capped relative to its weight's
+norm.
 """
 import torch
 from torch.nn.utils import clip_grad_norm_, clip_grad_value_, get_total_norm
