@@ -4,9 +4,22 @@ draws one figure and writes a short report (setup, numbers, a one-line verdict),
     trainlab lesson                     # the list
     trainlab lesson init [--quick] [--out DIR] [--jobs 2]
 
-A lesson is a module here with TITLE, CLAIM, `plan(quick) -> [Point]` and `analyse(results, folder) -> Report`.
-Its runs are run directories like any other (`trainlab compare DIR` ranks them); nothing is tuned until the claim
-holds: where it does not reproduce at this scale, the verdict says so.
+The contract of a lesson module (add one: the module, and its name in NAMES; docs/notes/lessons.md has the why):
+
+    TITLE, CLAIM                       strings; CLAIM is the curriculum's sentence, with its source
+    SETUP                              [(setting, value, why)]: every setting that differs from trainlab's defaults
+                                       or shapes the result (clip, warmup, schedule, decay, gains): the report's table
+    plan(quick) -> [Point]             the runs (quick: a smoke test of a few runs, seconds)
+    numbers(results, folder) -> dict   per-seed numbers, JSON-able: everything judge needs, nothing it must re-read
+    judge(numbers) -> [Claim]          PURE: the sub-claims' verdicts from the numbers alone (common.more / same /
+                                       rule: an effect counts when >= 2x its 95 % half-width, else "within noise");
+                                       tests call it on docs/lessons/NAME.json's numbers
+    draw(numbers, claims, folder) -> Path   the figure, folder / "NAME.png"; its title states the claim and verdict
+
+`teach` runs plan, numbers, judge, draw and writes report.md and lesson.json ({lesson, title, claim, verdict,
+claims: [Claim as dict], numbers, setup, seconds, jobs, quick, torch}); the verdict line is common.overall(claims):
+reproduced / mixed / not reproduced. Its runs are run directories like any other (`trainlab compare DIR` ranks
+them); nothing is tuned until the claim holds: where it does not reproduce at this scale, the verdict says so.
 """
 import argparse
 import contextlib
@@ -16,7 +29,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 NAMES = ("valleys", "init", "batchnorm", "warmup", "clipping", "overfitting", "adam_vs_sgd", "calibration",
@@ -32,12 +45,30 @@ class Point:
 
 @dataclass
 class Report:
-    """What a lesson found: the verdict line, whether the claim reproduced, a markdown body, the figure's path."""
-    verdict: str
-    reproduced: bool
-    body: str
+    """What a lesson found: its sub-claims (common.Claim), the numbers they came from, the figure, the summary line."""
+    claims: list
+    numbers: dict
     figure: Path
-    numbers: dict = field(default_factory=dict)
+    body: str = ""  # optional markdown after the sub-claims table (a lesson's extra table)
+    verdict: str = ""  # common.overall(claims) unless set (a quick run prefixes it)
+
+    def __post_init__(self):
+        from trainlab.lessons.common import overall
+
+        self.verdict = self.verdict or overall(self.claims)
+
+    @property
+    def reproduced(self):
+        return self.verdict == "reproduced"
+
+
+def analyse(module, results, folder):
+    """plan's results -> Report, by the module's numbers, judge and draw."""
+    numbers = module.numbers(results, folder)
+    claims = module.judge(numbers)
+    figure = module.draw(numbers, claims, folder)
+    body = module.details(numbers) if hasattr(module, "details") else ""
+    return Report(claims, numbers, figure, body)
 
 
 def lesson(name):
@@ -110,19 +141,27 @@ def run_points(points, folder, jobs=2, progress=True):
     return results
 
 
-def write_report(folder, module, report, points, seconds):
-    """folder/report.md: the claim, the setup (every run's overrides), the numbers, the verdict, the figure."""
-    setup = "\n".join(f"- `{p.name}`: `trainlab {' '.join(p.overrides)}`" for p in points)
-    text = (f"# {module.TITLE}\n\n**Claim.** {module.CLAIM}\n\n**Verdict.** {report.verdict}"
-            f"{'' if report.reproduced else ' (the claim did NOT reproduce at this scale)'}\n\n"
-            f"![figure]({report.figure.name})\n\n{report.body}\n\n## Setup\n\n{len(points)} runs, "
-            f"{seconds:.0f} s in all; each is a run directory here (`trainlab compare {folder}` ranks them):\n\n"
-            f"{setup}\n")
+def write_report(folder, module, report, points, seconds, jobs=2, quick=False):
+    """folder/report.md: the claim, the sub-claims with their intervals and verdicts, the figure, the setup table and
+    every run's overrides; folder/lesson.json: the same as data (the README gallery is generated from it)."""
+    import dataclasses
+
+    import torch
+
+    from trainlab.lessons.common import claims_table, table
+
+    runs = "\n".join(f"- `{p.name}`: `trainlab {' '.join(p.overrides)}`" for p in points)
+    setup = table(["setting", "value", "why"], [list(row) for row in module.SETUP])
+    text = (f"# {module.TITLE}\n\n**Claim.** {module.CLAIM}\n\n**Verdict: {report.verdict}.**\n\n"
+            f"{claims_table(report.claims)}\n\n![figure]({report.figure.name})\n\n{report.body}\n\n"
+            f"## Setup\n\n{setup}\n\n{len(points)} runs, {seconds:.0f} s in all with --jobs {jobs}; each is a "
+            f"run directory here (`trainlab compare {folder}` ranks them):\n\n{runs}\n")
     (folder / "report.md").write_text(text)
-    (folder / "lesson.json").write_text(json.dumps({"lesson": module.__name__.rsplit(".", 1)[1],
-                                                    "verdict": report.verdict, "reproduced": report.reproduced,
-                                                    "numbers": report.numbers, "seconds": round(seconds, 1)},
-                                                   indent=2) + "\n")
+    record = {"lesson": module.__name__.rsplit(".", 1)[1], "title": module.TITLE, "claim": module.CLAIM,
+              "verdict": report.verdict, "claims": [dataclasses.asdict(c) for c in report.claims],
+              "numbers": report.numbers, "setup": [list(row) for row in module.SETUP], "runs": len(points),
+              "seconds": round(seconds, 1), "jobs": jobs, "quick": quick, "torch": torch.__version__}
+    (folder / "lesson.json").write_text(json.dumps(record, indent=2) + "\n")
     return folder / "report.md"
 
 
@@ -140,10 +179,10 @@ def teach(name, out=None, quick=False, jobs=2, progress=True):
     points = module.plan(quick)
     t0 = time.perf_counter()
     results = run_points(points, folder, jobs, progress)
-    report = module.analyse(results, folder, quick)
+    report = analyse(module, results, folder)
     if quick:  # a smoke run's numbers say nothing about the claim: the verdict must not read as evidence
         report.verdict = f"quick run (a smoke test, not the lesson's scale): {report.verdict}"
-    write_report(folder, module, report, points, time.perf_counter() - t0)
+    write_report(folder, module, report, points, time.perf_counter() - t0, jobs, quick)
     return report, folder
 
 
@@ -180,5 +219,7 @@ def main(argv):
         print(f"trainlab lesson: error: {exc}", file=sys.stderr)
         return 2
     console.print(f"[bold]{escape(lesson(args.name).TITLE)}[/]\nverdict: {escape(report.verdict)}", soft_wrap=True)
+    for claim in report.claims:
+        console.print(f"  {escape(claim.text)}: {escape(claim.line())}", soft_wrap=True)
     console.print(f"figure: {report.figure}\nreport: {folder / 'report.md'}", soft_wrap=True)
     return 0

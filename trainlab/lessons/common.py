@@ -1,7 +1,8 @@
-"""What the lessons share: reading their runs back, seeds' mean ± std, the playbook's isolation analysis (each
-value at its best nuisance setting), and one small figure.
+"""What the lessons share: reading their runs back, seeds' mean ± std and 95 % intervals, the sub-claim verdict rule
+(`Claim`, `more`, `same`), the playbook's isolation analysis (each value at its best nuisance setting), one figure.
 
     best = isolate(folder, ["optimizer"], ["optimizer.lr"])   # trainlab compare's own analysis, as records
+    claim = more("warmup rescues post-LN", "post-LN val_acc: warmup - none", with_, without, 0.1)
     figure(folder / "x.png", [Panel("title", "x", "y", [(label, xs, ys, {})], logy=True)], "suptitle")
 """
 import json
@@ -9,6 +10,10 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+
+REPRODUCED, NOT, NOISE = "reproduced", "not reproduced", "within noise"
+T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23, 12: 2.18,
+       15: 2.13, 20: 2.09, 30: 2.04}  # Student's t, 97.5 % quantile by degrees of freedom (larger df: nearest below)
 
 QUIET = ["trainer.ckpt_every=0", "doctor.health_every=0"]  # lesson runs: no checkpoints, no extra health passes
 
@@ -55,6 +60,108 @@ def pm(values, digits=3):
     """'0.912 ± 0.004' over the seeds ('-' when none has a number)."""
     m, s = mean(values), std(values)
     return "-" if m is None else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def t95(df):
+    """Student's t 97.5 % quantile for DF degrees of freedom (the nearest tabulated df at or below; 1.96 beyond)."""
+    return T95[max(k for k in T95 if k <= df)] if df <= 30 else 1.96
+
+
+def interval(values):
+    """(mean, 95 % half-width) over seeds; the half-width is None with fewer than 2 numbers (unknown, not 0)."""
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return None, None
+    if len(values) < 2:
+        return values[0], None
+    return statistics.fmean(values), t95(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def difference(a, b):
+    """(mean(a) - mean(b), 95 % half-width): paired by seed when both lists are per-seed values of equal length (the
+    seeds share data and init, so the pairing removes what they share), else Welch's with the smaller df."""
+    a = [v for v in a if v is not None and math.isfinite(v)]
+    b = [v for v in b if v is not None and math.isfinite(v)]
+    if not a or not b:
+        return None, None
+    if len(a) == len(b):
+        return interval([x - y for x, y in zip(a, b)])
+    if len(a) < 2 or len(b) < 2:
+        return statistics.fmean(a) - statistics.fmean(b), None
+    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    return statistics.fmean(a) - statistics.fmean(b), t95(min(len(a), len(b)) - 1) * se
+
+
+@dataclass
+class Claim:
+    """One sub-claim of a lesson and its verdict: the effect measured in the claim's direction (mean over seeds), its
+    95 % half-width (None: one seed, unknown), the threshold the claim's source sets, and the rule's outcome."""
+    name: str  # short key, stable across runs (the tests and the gallery find a sub-claim by it)
+    text: str  # the sentence the sub-claim states
+    effect: float | None
+    half: float | None
+    threshold: float
+    kind: str  # "more": effect >= threshold; "same": |effect| <= threshold (an indifference claim)
+    verdict: str = ""
+    unit: str = ""
+
+    def __post_init__(self):
+        self.verdict = self.verdict or rule(self.effect, self.half, self.threshold, self.kind)
+
+    def line(self, digits=3):
+        """'effect +0.412 ± 0.031 (needs >= 0.1): reproduced'."""
+        if self.effect is None:
+            return f"no number: {self.verdict}"
+        half = "?" if self.half is None else f"{self.half:.{digits}g}"
+        need = f">= {self.threshold:g}" if self.kind == "more" else f"within ±{self.threshold:g}"
+        return f"{self.effect:+.{digits}g} ± {half}{self.unit} (needs {need}): {self.verdict}"
+
+
+def rule(effect, half, threshold, kind="more"):
+    """The verdict rule of every lesson (docs/notes/lessons.md): an effect counts only when it is at least twice its 95 %
+    half-width; then 'more' claims need effect >= threshold and 'same' claims need the whole interval within
+    ±threshold. One seed (half unknown) never counts as reproduced."""
+    if effect is None or not math.isfinite(effect):
+        return NOT
+    if half is None:
+        return NOISE
+    if kind == "same":
+        if abs(effect) + half <= threshold:
+            return REPRODUCED
+        return NOT if abs(effect) - half > threshold else NOISE
+    if abs(effect) < 2 * half:
+        return NOISE
+    return REPRODUCED if effect >= threshold else NOT
+
+
+def more(name, text, a, b, threshold, unit=""):
+    """Sub-claim 'A exceeds B by >= threshold' from per-seed lists (b None: A itself against the threshold)."""
+    effect, half = interval(a) if b is None else difference(a, b)
+    return Claim(name, text, effect, half, threshold, "more", unit=unit)
+
+
+def same(name, text, a, b, threshold, unit=""):
+    """Sub-claim 'A and B differ by less than threshold' (an indifference claim) from per-seed lists."""
+    effect, half = difference(a, b)
+    return Claim(name, text, effect, half, threshold, "same", unit=unit)
+
+
+def overall(claims):
+    """The lesson-level summary of its sub-claims: 'reproduced' (all), 'not reproduced' (none), else 'mixed'."""
+    hits = sum(c.verdict == REPRODUCED for c in claims)
+    return REPRODUCED if claims and hits == len(claims) else NOT if hits == 0 else "mixed"
+
+
+def rule_title(title, claims):
+    """A figure's title: the claim (TITLE before its colon's explanation) and the verdict with the sub-claims' count."""
+    hits = sum(c.verdict == REPRODUCED for c in claims)
+    return f"{title}\n{overall(claims)} ({hits} of {len(claims)} sub-claims)"
+
+
+def claims_table(claims):
+    """The markdown table of sub-claims a report and the gallery show."""
+    return table(["sub-claim", "effect ± 95 % interval", "verdict"],
+                 [[c.text, c.line().rsplit(": ", 1)[0], f"**{c.verdict}**"] for c in claims])
 
 
 def geomean(values):
@@ -107,6 +214,7 @@ class Panel:
     logy: bool = False
     bars: bool = False
     hlines: list = field(default_factory=list)  # [(label, y, style)]: references such as an optimal loss
+    vlines: list = field(default_factory=list)  # [(label, x, style)]: a condition in time (warmup's end)
 
 
 def _draw(ax, panel):
@@ -116,23 +224,32 @@ def _draw(ax, panel):
             where = [j + (i - (len(panel.lines) - 1) / 2) * width for j in range(len(xs))]
             ax.bar(where, [0 if y is None else y for y in ys], width, label=label, **({"capsize": 3} | style))
         ax.set_xticks(range(len(panel.lines[0][1])), panel.lines[0][1], rotation=20, ha="right")
-    else:
+    else:  # a style with "yerr" draws points with intervals (small differences: never bars from 0)
         for label, xs, ys, style in panel.lines:
-            ax.plot(xs, ys, label=label, **({"marker": "o"} | style))
+            ys = [math.nan if y is None else y for y in ys]
+            if "yerr" in style:
+                yerr = [0 if e is None else e for e in style["yerr"]]
+                ax.errorbar(xs, ys, label=label, **({"marker": "o", "capsize": 3} | style | {"yerr": yerr}))
+            else:
+                ax.plot(xs, ys, label=label, **({"marker": "o"} | style))
     for label, y, style in panel.hlines:
         ax.axhline(y, label=label, **({"color": "grey", "linestyle": ":"} | style))
+    for label, x, style in panel.vlines:
+        ax.axvline(x, label=label, **({"color": "grey", "linestyle": "--", "linewidth": 1} | style))
 
 
-def figure(path, panels, title, size=(7.5, 4.2), legend_below=False):
+def figure(path, panels, title, size=(7.5, 4.2), legend_below=False, sharey=False):
     """PANELS side by side (Panel records, or the tuples (title, xlabel, ylabel, lines, logx, logy)); one PNG.
-    legend_below: one legend for all panels under them (when the panels share their lines)."""
+    legend_below: one legend for all panels under them (when the panels share their lines); sharey: panels that are
+    compared share their y-axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [p if isinstance(p, Panel) else Panel(*p) for p in panels]
-    fig, axes = plt.subplots(1, len(panels), figsize=(size[0] * len(panels) / 2 + 1.5, size[1]), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(size[0] * len(panels) / 2 + 1.5, size[1]), squeeze=False,
+                             sharey=sharey)
     for ax, panel in zip(axes[0], panels):
         _draw(ax, panel)
         ax.set(title=panel.title, xlabel=panel.xlabel, ylabel=panel.ylabel, yscale="log" if panel.logy else "linear")
