@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 
 from trainlab.config import CONF_DIR, ConfigError, check_overrides, validate  # also registers our resolvers
 SUBCOMMANDS = {"list": "trainlab.catalog", "compare": "trainlab.runs.compare", "doctor": "trainlab.doctor.report",
-               "search": "trainlab.runs.search", "download": "trainlab.download", "lesson": "trainlab.lessons"}
+               "search": "trainlab.runs.search", "download": "trainlab.download", "lesson": "trainlab.lessons",
+               "landscape": "trainlab.instruments.landscape"}
 EXIT = {"completed": 0, "diverged": 1, "failed": 1, "interrupted": 130}
 HYDRA_VALUE_FLAGS = ("-sc", "--shell-completion", "-cp", "--config-path", "-cn", "--config-name", "-cd",
                      "--config-dir", "-p", "--package", "--experimental-rerun")
@@ -179,6 +180,7 @@ def help_text():
         "  trainlab search --trials N 'KEY=loguniform(a,b)' ...   Optuna search",
         "  trainlab download mnist|fashion_mnist|cifar10   fetch a dataset (checksums)",
         "  trainlab lesson [NAME]                 the curriculum's claims, one study each",
+        "  trainlab landscape RUN_DIR             the loss around a run's path (its checkpoints)",
         "",
         "groups and their options (GROUP=OPTION; keys: trainlab list GROUP):",
         *lines,

@@ -44,6 +44,7 @@ RULES = {
     "early_stopping": (lambda v: v >= 0, "an integer >= 0 (0 = off)"), "init_scale": _positive,
     "groups": _count, "std": _positive, "base_width": _count,
     "health_every": (lambda v: v >= 0, "an integer >= 0 (0 = never)"), "small_batch": _count, "high_lr": _positive,
+    "sharpness_every": (lambda v: v >= 0, "an integer >= 0 (0 = never)"),
     "window": (lambda v: v >= 3, "an integer >= 3"), "spike_z": _positive, "spike_min": (lambda v: v >= 0, ">= 0"),
     "spike_repeat": _count, "plateau_frac": (lambda v: 0 < v <= 1, "a number in (0, 1]"), "plateau_rel": _positive,
     "plateau_high": (lambda v: v >= 0, "a number >= 0"), "plateau_update": _positive, "overfit_evals": _count,
