@@ -17,7 +17,7 @@ GROUPS = ("trainer", "model", "data", "optimizer", "schedule", "norm", "init", "
           "doctor")
 
 CHOICES = {
-    "model.activation": ("relu", "gelu", "tanh"),
+    "model.activation": ("relu", "gelu", "tanh", "sigmoid"),
     "model.norm_position": ("pre", "post"),
     "trainer.device": ("auto", "cpu", "cuda", "mps"),
     "trainer.nonfinite_check": ("auto", "step", "deferred"),
@@ -68,6 +68,7 @@ RULES = {
     "label_noise": _unit, "condition": (lambda v: v >= 1, "a number >= 1"),
     "noise": (lambda v: v >= 0, "a number >= 0"),
     "dim": _count, "val_samples": _count, "length": (lambda v: v >= 2, "an integer >= 2"),
+    "positive": (lambda v: 0.5 < v < 1, "a number in (0.5, 1) (the majority class's share)"),
     "vocab": (lambda v: v >= 2, "an integer >= 2"), "successors": _count,
     "gain": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
              "a number > 0, or null (from model.activation)"),

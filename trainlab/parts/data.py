@@ -12,7 +12,7 @@ import torch
 
 from trainlab.config import ConfigError
 from trainlab.parts.datasets.files import CHECKOUT, cifar10, fashion_mnist, mnist, read_idx, text
-from trainlab.parts.datasets.synthetic import associative_recall, blobs, markov, modular_addition, quadratic
+from trainlab.parts.datasets.synthetic import associative_recall, blobs, markov, modular_addition, quadratic, wilson
 
 __all__ = ["CHECKOUT", "DATASETS", "batch_at", "build_data", "flip_labels", "read_idx"]
 NOISE_SEED = 0  # label noise of a dataset without data.seed (the file datasets): a fixed draw, the same every run
@@ -38,7 +38,7 @@ def digits():
 
 DATASETS = {"digits": digits, "blobs": blobs, "modular_addition": modular_addition, "mnist": mnist,
             "fashion_mnist": fashion_mnist, "cifar10": cifar10, "text": text, "associative_recall": associative_recall,
-            "quadratic": quadratic, "markov": markov}
+            "quadratic": quadratic, "markov": markov, "wilson": wilson}
 RUNTIME_KEYS = ("name", "batch_size", "val_fraction", "seed", "train_steps", "label_noise")  # not dataset kwargs
 
 
@@ -108,7 +108,7 @@ def build_data(node, device):
     del x  # in place below: an image set is not held twice
     if "label_noise" in node:  # classification datasets only (their YAML has the key)
         y_train = add_label_noise(node, y_train, meta)
-    if x_train.dtype.is_floating_point:
+    if x_train.dtype.is_floating_point and meta.pop("standardize", True):  # wilson: its 0/1 features are the point
         mean, std = x_train.mean(), x_train.std()  # one scalar mean/std from the training split: a pixel that is
         x_train.sub_(mean).div_(std)  # constant in training (digits' border) must not blow up by 1/std in validation
         x_val.sub_(mean).div_(std)

@@ -14,7 +14,7 @@ from torch import nn
 from trainlab.config import ConfigError
 from trainlab.parts.regularization import DropPath
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}  # sigmoid: the plateau
 
 
 class ResidualBranch(nn.Module):

@@ -1,8 +1,11 @@
 """Generated datasets: every sample made from data.seed's generator, nothing read from disk.
 
 blobs and associative_recall classify, modular_addition is the grokking task, quadratic is linear regression with a
-chosen Hessian spectrum (momentum in narrow valleys), markov a sequence task that needs the token two back.
-    x, y, meta = quadratic(dim=20, condition=100.0, num_samples=1000, val_samples=200, noise=0.0, generator=g)
+chosen Hessian spectrum (momentum in narrow valleys; rotate=false: axis-aligned, Adam's per-coordinate step), markov a
+sequence task that needs the token two back, wilson the over-parameterized linear problem where adaptive methods
+generalize worse (Wilson et al. 2017, section 3.3).
+    x, y, meta = quadratic(dim=20, condition=100.0, num_samples=1000, val_samples=200, noise=0.0, rotate=True,
+                           generator=g)
 """
 import math
 
@@ -42,9 +45,11 @@ def associative_recall(num_samples, num_pairs, num_keys, num_values, generator):
                                                   "num_classes": num_values}
 
 
-def quadratic(dim, condition, num_samples, val_samples, noise, generator):
+def quadratic(dim, condition, num_samples, val_samples, noise, rotate, generator):
     """Linear regression y = x.w + noise whose loss 1/2 mean((x.w - y)^2) has the Hessian X^T X / N = Q diag(eig) Q^T
-    EXACTLY on the training split: eig log-spaced from 1 to 1/condition, Q a random orthogonal basis.
+    EXACTLY on the training split: eig log-spaced from 1 to 1/condition, Q a random orthogonal basis (rotate=true) or
+    the identity (rotate=false: feature i has variance eig[i], the Hessian is diagonal; the same samples, weights and
+    noise expressed in the eigenbasis, so the two problems differ by a rotation only).
 
     The training features are sqrt(N) times orthonormal, zero-mean columns (so the bias direction decouples), the
     noise is one more such column (orthogonal to features and bias: the optimum stays w, its loss noise^2 / 2).
@@ -62,7 +67,9 @@ def quadratic(dim, condition, num_samples, val_samples, noise, generator):
                           "val_samples >= 1 and noise >= 0")
     f64 = torch.float64
     eig = torch.logspace(0, -math.log10(condition), dim, dtype=f64)  # 1 down to 1/condition
-    basis = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=f64)).Q
+    basis = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=f64)).Q  # drawn either way: same stream
+    if not rotate:
+        basis = torch.eye(dim, dtype=f64)
     z = torch.randn(num_samples, dim + 1, generator=generator, dtype=f64)
     u = torch.linalg.qr(z - z.mean(0)).Q * math.sqrt(num_samples)  # u^T u / N = I, every column sums to 0
     x_train = (u[:, :dim] * eig.sqrt()) @ basis.T
@@ -73,6 +80,33 @@ def quadratic(dim, condition, num_samples, val_samples, noise, generator):
     return torch.cat([x_train, x_val]).float(), torch.cat([y_train, y_val]).float(), {
         "kind": "features", "task": "regress", "num_classes": 1, "num_val": val_samples,
         "optimal_loss": noise**2 / 2}
+
+
+def wilson(num_samples, val_samples, positive, generator):
+    """Wilson et al. 2017, section 3.3: labels +1 with probability `positive`, else -1 (classes 1 and 0 here); sample i
+    has feature 0 = its label (+-1), features 1 and 2 = 1, and a block of 5 features of its own: the first is 1 for a
+    positive sample, all five for a negative one. 3 + 5 * (num_samples + val_samples) features: more than samples.
+
+    A linear model that fits the training set can use feature 0 (the minimum-norm solution that gradient descent from
+    zero finds does: it generalizes) or the samples' own features (which a fresh sample does not share). Adaptive
+    methods move every weight at a similar rate and lean on the own features and the constant ones: on fresh samples
+    they predict the majority class. The features are kept at 0/1 (meta standardize=False): a shift of every zero
+    would give every sample every other sample's features.
+    """
+    if not 0.5 < positive < 1:
+        raise ConfigError(f"data.positive={positive}: must be a number in (0.5, 1) (the fraction of positive labels; "
+                          "the construction needs a majority class)")
+    n = num_samples + val_samples
+    pos = torch.rand(n, generator=generator) < positive
+    x = torch.zeros(n, 3 + 5 * n)
+    x[:, 0] = pos.float() * 2 - 1
+    x[:, 1:3] = 1.0
+    start = 3 + 5 * torch.arange(n)
+    x[torch.arange(n), start] = 1.0
+    neg = torch.nonzero(~pos).squeeze(1)
+    for k in range(1, 5):
+        x[neg, start[neg] + k] = 1.0
+    return x, pos.long(), {"kind": "features", "num_classes": 2, "num_val": val_samples, "standardize": False}
 
 
 def markov_losses(transition, length):
