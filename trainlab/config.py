@@ -42,6 +42,7 @@ RULES = {
     "dropout": _unit, "label_smoothing": _unit, "drop_path": _unit, "ema_decay": _unit,
     "mixup_alpha": (lambda v: v >= 0, "a number >= 0 (0 = off)"), "cutmix_alpha": (lambda v: v >= 0, "a number >= 0"),
     "early_stopping": (lambda v: v >= 0, "an integer >= 0 (0 = off)"), "init_scale": _positive,
+    "overfit_batches": (lambda v: v >= 0, "an integer >= 0 (0 = off: every batch; N: the same first N batches)"),
     "groups": _count, "std": _positive, "base_width": _count,
     "health_every": (lambda v: v >= 0, "an integer >= 0 (0 = never)"), "small_batch": _count, "high_lr": _positive,
     "sharpness_every": (lambda v: v >= 0, "an integer >= 0 (0 = never)"),
