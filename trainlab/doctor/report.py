@@ -15,7 +15,8 @@ from trainlab.doctor.findings import SIGNAL_KINDS, Diagnosis
 from trainlab.doctor.fixes import clip_fix, command, config_overrides, lr_down, warmup_fix
 from trainlab.doctor.smells import config_smells
 from trainlab.doctor.watch import WATCH_KEYS, Watch, observe
-from trainlab.runs.files import unfinished_status
+from trainlab.runs.files import read_rows
+from trainlab.runs.sweep import damaged_status, load_summary
 
 STYLE = {"error": "red", "warning": "yellow", "info": "blue"}
 
@@ -126,13 +127,13 @@ def diagnose_run(run_dir):
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     recorded = [Diagnosis.from_json(d) for d in _read(run_dir / "diagnosis.json", json.loads) or []
                 if isinstance(d, dict) and d.get("severity") in STYLE]
-    rows = _read(run_dir / "metrics.jsonl", _rows) or []
+    rows = read_rows(run_dir / "metrics.jsonl")  # an unreadable line is skipped (and counted), not the end
     found = config_smells(cfg)
     thresholds = {k: v for k, v in cfg["doctor"].items() if k in WATCH_KEYS} if "doctor" in cfg else {}
     watch = Watch.new(cfg, **thresholds)
     for r in rows:
         found += observe(watch, r["step"], r, recorded + found)
-    summary = _read(run_dir / "summary.json", json.loads) or {}
+    summary = load_summary(run_dir).summary or {}  # a damaged one ({}, [1,2,3], truncated) is no summary
     if not any(d.kind == "nonfinite" for d in recorded):
         found += [d for d in [nonfinite_from_rows(rows, cfg, summary)] if d]
     seen = {(d.kind, d.step, d.where) for d in recorded}
@@ -155,9 +156,10 @@ def late_verdict(run_dir, cfg, summary, rows, findings, watch):
                 "first": {k: v for k, v in (evals[0] if evals else {}).items() if k.startswith("val_")},
                 "best": {}} | summary
         return verdict(cfg, done, {"chance": summary.get("chance"), "task": summary.get("task")}, findings, watch)
-    status = unfinished_status(run_dir)
+    read = load_summary(run_dir)
+    status = damaged_status(run_dir, read)
     resume = ["trainer.resume=auto"] if status == "killed" and (run_dir / "checkpoints").is_dir() else []
-    return Diagnosis("verdict", "info", last, "run", f"{status} (no summary.json; last logged step "
+    return Diagnosis("verdict", "info", last, "run", f"{status} ({read.problem}; last logged step "
                      f"{'none' if last is None else last}): no verdict", {"verdict": "unfinished"}, resume)
 
 
@@ -190,14 +192,15 @@ def main(argv=None):
             return 2
     code = 0
     for run_dir in runs:
-        diags, summary = diagnose_run(run_dir), _read(run_dir / "summary.json", json.loads)
-        if isinstance(summary, dict) and isinstance(summary.get("status"), str):
-            status = summary["status"]
+        diags, read, rows = diagnose_run(run_dir), load_summary(run_dir), read_rows(run_dir / "metrics.jsonl")
+        if read.summary:
+            status = read.summary["status"] + ","
         else:
-            rows = _read(run_dir / "metrics.jsonl", _rows) or []
-            status = f"{unfinished_status(run_dir)} (no summary.json; last logged step " \
-                     f"{rows[-1]['step'] if rows else 'none'})"
-        console.print(f"[bold]{run_dir}[/]: {status}, {len(diags)} diagnoses")
+            status = f"{damaged_status(run_dir, read)}: {read.problem}; last logged step " \
+                     f"{rows[-1]['step'] if rows else 'none'};"
+        skipped = getattr(rows, "skipped", 0)  # files.read_rows counts the lines it could not read
+        console.print(f"[bold]{run_dir}[/]: {status} {len(diags)} diagnoses" + (
+            f"; metrics.jsonl: {skipped} unreadable line{'s' * (skipped != 1)} skipped" if skipped else ""))
         show(diags, run_overrides(run_dir), console)
         signal = next((d for d in diags if d.kind in SIGNAL_KINDS and d.step is not None), None)
         if signal is not None:  # the evidence layer by layer, at the pass that flagged it

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 NAMES = ("valleys", "init", "batchnorm", "warmup", "clipping", "overfitting", "adam_vs_sgd", "calibration",
-         "lion_grokking", "ablation", "processes")
+         "lion_grokking", "ablation", "processes", "adam_coordinates", "adaptive_generalization",
+         "first_aid")
 
 
 @dataclass
