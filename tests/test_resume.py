@@ -6,6 +6,7 @@ evaluation, halfway through writing a checkpoint (the resume takes the previous 
 and twice in a row, at steps the checkpoint interval does not divide.
 """
 import json
+import hashlib
 import os
 import signal
 import subprocess
@@ -113,13 +114,17 @@ def test_a_checkpoint_never_executes_code(tmp_path):
 
     run = tmp_path / "run"
     assert trainlab(run, *BASE, "trainer.max_steps=20").returncode == 0
-    for ckpt in (run / "checkpoints").glob("step-*.pt"):
-        ckpt.write_bytes(pickle.dumps({"format": 1, "model": Payload()}))
     crafted = tmp_path / "crafted.pt"
     torch.save({"format": 1, "x": Payload()}, crafted)
+    for ckpt in (run / "checkpoints").glob("step-*.pt"):  # with a matching checksum: only the refusal stops it
+        ckpt.write_bytes(crafted.read_bytes())
+        (ckpt.parent / f"{ckpt.name}.sha256").write_text(hashlib.sha256(crafted.read_bytes()).hexdigest())
     for where in ("auto", str(crafted)):
         result = trainlab(run, *BASE, "trainer.max_steps=20", f"trainer.resume={where}")
-        assert result.returncode == 2 and "not a readable trainlab checkpoint" in result.stderr, result.stderr
+        assert result.returncode == 2, result.stderr
+        assert "is not a trainlab checkpoint: loading it would call code it names, and trainlab will not execute it" \
+            in result.stderr
+        assert "weights_only" not in result.stderr and "Traceback" not in result.stderr  # never torch's advice
         assert not marker.exists()
 
 

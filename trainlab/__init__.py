@@ -12,11 +12,13 @@ __version__ = "0.2.0"
 from trainlab.config import ConfigError  # noqa: E402,F401  (no torch, no Hydra: a plain ValueError subclass)
 
 
-def train(*overrides, run_dir=None, config_dir=None, progress=False):
-    """Run one configuration (Hydra override strings) and return a Result: summary, metrics rows, model, run_dir."""
+def train(*overrides, run_dir=None, config_dir=None, progress=False, quiet=False):
+    """Run one configuration (Hydra override strings) and return a Result: summary, metrics rows, model, run_dir,
+    verdict. quiet=True prints nothing. (Once the loop's module trainlab/train.py is imported, `trainlab.train` is
+    that module — callable the same way: see the end of train.py.)"""
     from trainlab.api import train as _train
 
-    return _train(*overrides, run_dir=run_dir, config_dir=config_dir, progress=progress)
+    return _train(*overrides, run_dir=run_dir, config_dir=config_dir, progress=progress, quiet=quiet)
 
 
 def compose(*overrides, config_dir=None):

@@ -3,7 +3,8 @@
     import trainlab
     cfg = trainlab.compose("optimizer=sgd", "norm=layernorm")          # the validated config, a plain dict
     result = trainlab.train("optimizer=sgd", "trainer.max_steps=100")  # runs in outputs/runs/DATE/TIME/
-    result.summary["final"]["val_acc"], result.rows[-1]["train_loss"], result.model(x)
+    result.summary["final"]["val_acc"], result.rows[-1]["train_loss"], result.model(x), result.verdict
+    trainlab.train("trainer.max_steps=20", quiet=True)                  # prints nothing; callable again and again
 
 A mistake raises trainlab.ConfigError with the same one-line message the command prints. SIGTERM or Ctrl-C during a
 run: the run checkpoints and stops, then KeyboardInterrupt reaches the caller (a script of many runs stops too).
@@ -24,6 +25,16 @@ class Result:
     model: object
     run_dir: Path
     config: dict
+
+    @property
+    def verdict(self):
+        """The doctor's verdict in a word: learned, did_not_learn, unstable, diverged, overfitting (None if none)."""
+        return ((self.summary.get("verdict") or {}).get("evidence") or {}).get("verdict")
+
+    @property
+    def status(self):
+        """completed, diverged, failed, interrupted or pruned."""
+        return self.summary.get("status")
 
 
 def _compose(overrides, config_dir):
@@ -50,17 +61,19 @@ def compose(*overrides, config_dir=None):
     return cfg
 
 
-def train(*overrides, run_dir=None, config_dir=None, progress=False):
+def train(*overrides, run_dir=None, config_dir=None, progress=False, quiet=False):
     """Run one configuration and return a Result. run_dir: where its files go (default: a new
-    outputs/runs/DATE/TIME-MICROSECONDS/ under the current directory; an existing one must hold no run)."""
+    outputs/runs/DATE/TIME-MICROSECONDS/ under the current directory; an existing one must hold no run). quiet: print
+    nothing (the config, tables and findings stay in the Result and the run's files)."""
     import yaml
     from omegaconf import OmegaConf
 
+    from trainlab import console
     from trainlab.runs.files import read_rows
-    from trainlab.runs.rundir import run_dir_problem
+    from trainlab.runs.rundir import InUse, claim, release, run_dir_problem
     from trainlab.train import run
 
-    overrides = [*(() if progress else ("trainer.progress=false",)), *overrides]
+    overrides = [*(() if progress and not quiet else ("trainer.progress=false",)), *overrides]
     node, cfg = _compose(overrides, config_dir)
     validate(cfg)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
@@ -68,12 +81,25 @@ def train(*overrides, run_dir=None, config_dir=None, progress=False):
     problem = run_dir_problem(run_dir, cfg["trainer"]["resume"], "run_dir")
     if problem:
         raise ConfigError(problem)
-    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
-    OmegaConf.save(node, run_dir / ".hydra" / "config.yaml")
-    keep = {}
-    summary = run(cfg, run_dir, keep=keep)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        claim(run_dir)  # another process (a second notebook) training in it now: refused
+    except InUse as exc:
+        raise ConfigError(str(exc)) from None
+    was_quiet, console.console.quiet = console.console.quiet, quiet or console.console.quiet
+    try:
+        problem = run_dir_problem(run_dir, cfg["trainer"]["resume"], "run_dir")  # again, under the claim
+        if problem:
+            raise ConfigError(problem)
+        (run_dir / ".hydra").mkdir(exist_ok=True)
+        (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+        OmegaConf.save(node, run_dir / ".hydra" / "config.yaml")
+        keep = {}
+        summary = run(cfg, run_dir, keep=keep)
+    finally:
+        console.console.quiet = was_quiet
+        release(run_dir)
     if summary["status"] == "interrupted":  # SIGTERM or Ctrl-C: the run checkpointed; the caller must stop too
         raise KeyboardInterrupt(f"trainlab.train interrupted; its checkpoint and files are in {run_dir} "
                                 "(trainlab.train(..., run_dir=..., 'trainer.resume=auto') continues it)")
-    return Result(summary, read_rows(run_dir / "metrics.jsonl"), keep.get("model"), run_dir, cfg)
+    return Result(summary, list(read_rows(run_dir / "metrics.jsonl")), keep.get("model"), run_dir, cfg)

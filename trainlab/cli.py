@@ -17,7 +17,8 @@ from omegaconf import OmegaConf
 from trainlab.config import CONF_DIR, ConfigError, check_overrides, validate  # also registers our resolvers
 SUBCOMMANDS = {"list": "trainlab.catalog", "compare": "trainlab.runs.compare", "doctor": "trainlab.doctor.report",
                "search": "trainlab.runs.search", "download": "trainlab.download", "lesson": "trainlab.lessons",
-               "landscape": "trainlab.instruments.landscape"}
+               "landscape": "trainlab.instruments.landscape",
+               "lr-find": "trainlab.instruments.lr_find"}
 EXIT = {"completed": 0, "diverged": 1, "failed": 1, "interrupted": 130}
 HYDRA_VALUE_FLAGS = ("-sc", "--shell-completion", "-cp", "--config-path", "-cn", "--config-name", "-cd",
                      "--config-dir", "-p", "--package", "--experimental-rerun")
@@ -60,7 +61,7 @@ def task(cfg):
     from hydra.types import RunMode
 
     from trainlab.runs.files import write_json
-    from trainlab.runs.rundir import free_sibling, remove_if_made, run_files
+    from trainlab.runs.rundir import InUse, claim, free_sibling, release, remove_if_made, run_files
     from trainlab.runs.sweep import completed_twin, read_summary, same_job, write_hydra_files
 
     hc = HydraConfig.get()
@@ -85,8 +86,13 @@ def task(cfg):
                     remove_if_made(run_dir, multirun)  # an empty directory Hydra just made for this job, if so
                 print(f"skipped (completed in {twin})")
                 return (read_summary(twin).get("objective") or {}).get("value")
+            try:
+                claim(run_dir)  # one process per job directory (a second sweep resuming this one at once)
+            except InUse as exc:
+                raise ConfigError(str(exc)) from None
             if run_files(run_dir) and not same_job(run_dir, overrides):  # another run's: never written into
                 taken, run_dir = run_dir, free_sibling(run_dir)
+                claim(run_dir)
                 print(f"trainlab: {taken} holds another run; this job runs in {run_dir}", file=sys.stderr)
             if run_files(run_dir) and plain["trainer"]["resume"] == "never":
                 plain["trainer"]["resume"] = "auto"  # an earlier attempt of this very job: continue it
@@ -98,6 +104,8 @@ def task(cfg):
         from trainlab.train import run  # torch is imported only for a valid config
 
         summary = run(plain, run_dir, _parallel_jobs(hc), config_shown=True)
+        if multirun:
+            release(run_dir)  # the basic launcher runs every job in this process: one claim at a time
         LAST["status"] = summary["status"]
         if main_pid != os.getpid() and os.getppid() != main_pid:
             os._exit(130)  # a worker whose trainlab process died: its files are closed, nobody wants more
@@ -118,6 +126,10 @@ def task(cfg):
         raise  # stop the whole sweep; this job's summary says interrupted
     except Exception as exc:
         LAST["status"] = "failed"
+        if disk_full(exc):
+            if not multirun:
+                remove_if_made(run_dir, multirun)  # an empty directory made for this run, if nothing got in
+            _fail(disk_full(exc) % run_dir, code=1)  # a sweep stops too: every later job would fail the same way
         if not multirun:
             raise  # a bug, not a user mistake: the traceback helps (summary.json says failed)
         traceback.print_exc()
@@ -130,6 +142,18 @@ def task(cfg):
     if read_summary(run_dir) is None:  # a failure inside the loop has already written a fuller one
         write_json(run_dir / "summary.json", {"status": "failed", "error": error, "steps": 0})
     return None
+
+
+def disk_full(exc):
+    """The one message for a full disk (or quota), with %s for the run directory; None for any other error."""
+    import errno
+
+    if not (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)):
+        return None
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return (f"no space left on the device{where}. Free space there and continue the run with trainer.resume=auto "
+            "(its checkpoints so far are kept), or keep fewer checkpoints (trainer.ckpt_keep=1) or none "
+            "(trainer.ckpt_every=0). Run directory: %s")
 
 
 def version():
@@ -181,6 +205,7 @@ def help_text():
         "  trainlab download mnist|fashion_mnist|cifar10   fetch a dataset (checksums)",
         "  trainlab lesson [NAME]                 the curriculum's claims, one study each",
         "  trainlab landscape RUN_DIR             the loss around a run's path (its checkpoints)",
+        "  trainlab lr-find [OVERRIDES]           LR range test: loss against lr, the lr to use",
         "",
         "groups and their options (GROUP=OPTION; keys: trainlab list GROUP):",
         *lines,
@@ -205,6 +230,10 @@ def main():
     STARTED.clear(), LAST.clear(), OUTCOME.clear()  # one invocation's state (main may run twice in one process)
     args = sys.argv[1:]
     command = args[0] if args else ""
+    if command in SUBCOMMANDS or command not in ("-h", "--help", "-V", "--version"):
+        from trainlab.console import guard_stdout
+
+        guard_stdout()  # `trainlab ... | head`: a closed pipe must not end the training (help and version need no rich)
     if command in SUBCOMMANDS:
         from importlib import import_module
 

@@ -6,6 +6,52 @@ from rich.table import Table
 console = Console()
 
 
+class Unbroken:
+    """sys.stdout that survives its reader leaving (`trainlab ... | head`): once a write finds the pipe closed, the
+    rest of the output goes to /dev/null and the run goes on writing its files (its record is the point, not the
+    console)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        try:
+            return self.stream.write(text)
+        except (BrokenPipeError, ValueError):
+            self._drop()
+            return len(text)
+
+    def flush(self):
+        try:
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):
+            self._drop()
+
+    def _drop(self):
+        import os
+
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, self.stream.fileno())  # also what a child process or a C library writes to fd 1
+        os.close(null)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def guard_stdout():
+    import sys
+
+    if not isinstance(sys.stdout, Unbroken):
+        sys.stdout = Unbroken(sys.stdout)
+
+
+def warn(message):
+    """One yellow line, whole (soft-wrapped: a path in it survives copying from a narrow terminal)."""
+    from rich.markup import escape
+
+    console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+
 def print_config(cfg, run_dir):
     """The resolved config, one group a row (printed before torch is imported: the first thing a run shows)."""
     from rich.markup import escape

@@ -10,7 +10,9 @@ Checkpoints are loaded with torch.load(weights_only=True): tensors, numbers, str
 crafted file cannot run code. RNG states are saved per process (python, numpy, torch, cuda).
 """
 import copy
+import hashlib
 import os
+import pickle
 import random
 import re
 import signal
@@ -23,9 +25,11 @@ from trainlab.config import ConfigError
 
 FORMAT = 1
 CKPT = re.compile(r"^step-(\d{8})\.pt$")
+SUM = re.compile(r"^step-\d{8}\.pt\.sha256$")
+TEMP = re.compile(r"^\.step-\d{8}\.pt(\.sha256)?\.[A-Za-z0-9_]+\.tmp$")  # write_atomic's temp names for them
 RESUME_FREE = {  # keys that may differ between a checkpoint and the run resuming it: they do not change the math
     "trainer": ("progress", "threads", "resume", "skip_completed", "ckpt_every", "ckpt_keep", "log_every", "device",
-                "devices", "compile", "nonfinite_check"),
+                "devices", "compile", "nonfinite_check", "max_steps"),  # max_steps: a finished run may train longer
     "doctor": None,  # None: the whole group (the doctor watches; its passes leave the run as it was)
 }
 
@@ -151,8 +155,13 @@ def differences(a, b):
     return out
 
 
+def digest(data):
+    return hashlib.sha256(data).hexdigest()
+
+
 def save_checkpoint(folder, state, cfg, keep, world=1, rngs=None):
-    """Write folder/step-XXXXXXXX.pt atomically and keep the newest `keep`; returns its path."""
+    """Write folder/step-XXXXXXXX.pt atomically, its sha256 first (step-XXXXXXXX.pt.sha256: a checkpoint is never
+    without it), and keep the newest `keep`; returns its path."""
     from trainlab.runs.files import write_atomic
 
     folder = Path(folder)
@@ -164,33 +173,78 @@ def save_checkpoint(folder, state, cfg, keep, world=1, rngs=None):
 
     buffer = io.BytesIO()
     torch.save(_to_cpu(snap), buffer)
-    write_atomic(path, buffer.getvalue())
+    data = buffer.getvalue()
+    write_atomic(path.with_name(path.name + ".sha256"), f"{digest(data)}  {path.name}\n".encode())
+    write_atomic(path, data)
     for old in sorted(p for p in folder.iterdir() if CKPT.match(p.name))[:-keep]:
         old.unlink()  # ours: a step-*.pt of this run's checkpoints/ folder, older than the newest `keep`
+        old.with_name(old.name + ".sha256").unlink(missing_ok=True)
     return path
 
 
+def clear_stale(folder):
+    """Remove what a write killed halfway left in this run's checkpoints/ folder: write_atomic's temp files
+    (.step-XXXXXXXX.pt.RANDOM.tmp) and a checksum whose checkpoint never arrived. Only trainlab's own names, only
+    here, and only while this process owns the run directory (runs/rundir.py: claim). Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if TEMP.match(p.name)
+             or (SUM.match(p.name) and not p.with_name(p.name[:-len(".sha256")]).exists())]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def _first_line(exc):
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:160]}" if lines else type(exc).__name__
+
+
 def load_checkpoint(path, cfg, world=1):
-    """Read a checkpoint safely (weights_only) and check it belongs to this config; raise ConfigError if not."""
+    """Read a checkpoint safely (weights_only) and check it is intact (its sha256) and belongs to this config; raise
+    ConfigError if not."""
     import warnings
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    if not data:
+        raise ConfigError(f"{path} is empty (0 bytes)")
+    checksum = path.with_name(path.name + ".sha256")
+    if checksum.exists():
+        expected = checksum.read_text(errors="replace").split()[:1]
+        if expected != [digest(data)]:
+            raise ConfigError(f"{path} is damaged: its contents do not match {checksum.name} (sha256)")
+    import io
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error below says it plainly
-            snap = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a torn file, a foreign pickle (weights_only refuses any global it would call)
-        raise ConfigError(f"{path} is not a readable trainlab checkpoint ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:200]})") from None
+            snap = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # a torn or foreign file; torch's own text may advise weights_only=False: never shown
+        if isinstance(exc, pickle.UnpicklingError) and "GLOBAL" in str(exc):
+            raise ConfigError(f"{path} is not a trainlab checkpoint: loading it would call code it names, and "
+                              "trainlab will not execute it") from None
+        if isinstance(exc, pickle.UnpicklingError):
+            raise ConfigError(f"{path} is not a trainlab checkpoint (not a file torch.save wrote)") from None
+        raise ConfigError(f"{path} is not a readable trainlab checkpoint ({_first_line(exc)})") from None
     if not isinstance(snap, dict) or snap.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a trainlab checkpoint (format {FORMAT})")
     diff = differences(snap["identity"], identity(cfg))
     if diff:
-        raise ConfigError(f"{path} was written by another configuration; refusing to resume it. Differences:\n  "
-                          + "\n  ".join(diff))
+        raise Mismatch(f"{path} was written by another configuration; refusing to resume it. Differences:\n  "
+                       + "\n  ".join(diff))
     if snap["world"] != world:
-        raise ConfigError(f"{path} was written by {snap['world']} process(es), this run has {world}: resume with "
-                          f"trainer.devices={snap['world']}")
+        raise Mismatch(f"{path} was written by {snap['world']} process(es), this run has {world}: resume with "
+                       f"trainer.devices={snap['world']}")
     return snap
+
+
+class Mismatch(ConfigError):
+    """An intact checkpoint of another configuration or process count: never skipped for an older one."""
 
 
 def checkpoints(folder):
@@ -198,23 +252,29 @@ def checkpoints(folder):
     return sorted((p for p in folder.iterdir() if CKPT.match(p.name)), reverse=True) if folder.is_dir() else []
 
 
-def newest_checkpoint(folder, cfg, world=1):
-    """The newest checkpoint in folder that loads and matches cfg, and its contents; (None, None) if there is none
-    (a run killed before its first checkpoint starts again from step 0).
+def newest_checkpoint(folder, cfg, world=1, warn=None):
+    """The newest checkpoint in folder that loads, is intact and matches cfg, and its contents; (None, None) if there
+    is none (a run killed before its first checkpoint starts again from step 0).
 
-    A write killed halfway never leaves a file at the final name (temp file + rename); an unreadable step-*.pt is
-    skipped for an older one, and if none loads that is an error, as is a checkpoint of another configuration:
-    resuming must never silently start over or continue the wrong run."""
-    problem = None
+    A write killed halfway never leaves a file at the final name (temp file + rename). An unreadable or damaged
+    step-*.pt (0 bytes, bit rot: its sha256 differs) is skipped for an older one, with a warning that names it; if
+    none loads that is an error, as is a checkpoint of another configuration: resuming must never silently start
+    over or continue the wrong run."""
+    problems = []
     for path in checkpoints(folder):
         try:
-            return path, load_checkpoint(path, cfg, world)
+            snap = load_checkpoint(path, cfg, world)
+        except Mismatch:
+            raise
         except ConfigError as exc:
-            if "another configuration" in str(exc) or "process(es)" in str(exc):
-                raise
-            problem = problem or exc
-    if problem is not None:
-        raise problem
+            problems.append(str(exc))
+            if warn is not None:
+                warn(f"{exc}; trying an older checkpoint")
+            continue
+        return path, snap
+    if problems:
+        raise ConfigError(f"no checkpoint in {folder} can be resumed:\n  " + "\n  ".join(problems)
+                          + "\nStart the run again in a new directory (or trainer.resume=never there).")
     return None, None
 
 

@@ -7,6 +7,7 @@ checkpoint of that record resumes exactly: `trainer.resume=auto`. Run files: run
 """
 import math
 import os
+import sys
 import time
 
 import torch
@@ -19,6 +20,7 @@ from trainlab.doctor.report import print_brief, run_overrides, show
 from trainlab.doctor.signals import by_layer, snapshot, update_ratio
 from trainlab.parts.clip import build_clip
 from trainlab.parts.data import batch_at, build_data
+from trainlab.parts.footprint import check_fits
 from trainlab.parts.inits import build_init
 from trainlab.parts.models import build_model
 from trainlab.parts.norms import build_norm
@@ -29,8 +31,8 @@ from trainlab.parts.regularization import build_ema, check_mixing, mix
 from trainlab.parts.schedules import build_schedule
 from trainlab.runs.files import RunFiles, finite_or_none
 from trainlab.runs.sweep import swept_keys
-from trainlab.state import LoopState, StopRequest, capture, load_checkpoint, newest_checkpoint, restore, \
-    save_checkpoint
+from trainlab.state import LoopState, StopRequest, capture, clear_stale, load_checkpoint, newest_checkpoint, \
+    restore, save_checkpoint
 
 TRAIN_EVAL = 2048  # train_acc: the first training samples, as many as the validation split has (at most this many),
 # evaluated like it: the two accuracies carry the same sampling noise, and it costs no more than validation
@@ -92,11 +94,22 @@ def resume_point(cfg, run_dir, world):
     if where == "never":
         return None, None
     if where == "auto":
-        return newest_checkpoint(run_dir / "checkpoints", cfg, world)
+        return newest_checkpoint(run_dir / "checkpoints", cfg, world, warn=console.warn)
     path = os.path.expanduser(where)
     if not os.path.isfile(path):
         raise ConfigError(f"trainer.resume={where}: no such checkpoint file (use auto, never, or a step-*.pt path)")
     return path, load_checkpoint(path, cfg, world)
+
+
+def finished(run_dir, step, max_steps):
+    """The summary of a run that already completed at this checkpoint's step (a resume has nothing to do), else None.
+    A raised trainer.max_steps continues the run (the schedule then spans the new length)."""
+    from trainlab.runs.sweep import read_summary
+
+    summary = read_summary(run_dir)
+    if step >= max_steps and summary and summary.get("status") == "completed" and summary.get("steps") == step:
+        return summary
+    return None
 
 
 def scale_lr(opt, rule, batch, ref):
@@ -158,7 +171,11 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
     task, y_train, y_val = resolve_task(meta, cfg["model"], y_train, y_val)
     objective = resolve_objective(tr["objective"], task)
     check_mixing(reg, meta)
-    model = build_model(cfg["model"], meta, build_norm(cfg["norm"]), reg["dropout"], reg["drop_path"]).to(device)
+    def build():
+        return build_model(cfg["model"], meta, build_norm(cfg["norm"]), reg["dropout"], reg["drop_path"])
+
+    check_fits(build, x_train[:cfg["data"]["batch_size"]], device, cfg["model"])  # before allocating anything
+    model = build().to(device)
     threads = tr["threads"] or auto_threads(model, parallel_jobs)
     torch.set_num_threads(threads)  # per job: Hydra's basic launcher runs every job in one process
     gain = build_init(cfg["init"], cfg["model"]["activation"])(model)
@@ -177,10 +194,20 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
     state = LoopState(model, opt, schedule, scaler, ema, Doctor.new(cfg))
     if keep is not None:  # the Python API returns the model; tests compare it with its initial weights
         keep["model"], keep["initial"] = model, {k: v.clone() for k, v in model.state_dict().items()}
+    if rank == 0:
+        clear_stale(run_dir / "checkpoints")  # a write killed halfway: its temp file (this process owns the directory)
     ckpt_path, ckpt = resume_point(cfg, run_dir, world)
     if ckpt is not None:
         restore(state, ckpt | {"rng": ckpt["rng"][rank]})
+        done = finished(run_dir, state.step, tr["max_steps"])
+        if done is not None:
+            if rank == 0:
+                console.console.print(f"{run_dir} is complete ({state.step} steps); nothing to do (raise "
+                                      f"trainer.max_steps to train longer)", soft_wrap=True)
+            return done
     files = RunFiles.open(run_dir, cfg, device, start_step=state.step, write=rank == 0)
+    files.shown = len(state.doctor.findings)  # a resume: the findings so far are in TensorBoard already
+    start_step = state.step
     overrides = run_overrides(run_dir) if rank == 0 else []
     loud = rank == 0
     if loud:
@@ -369,8 +396,8 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
     finally:
         t_end = time.perf_counter()
         summary = summarize(cfg, state, objective, status, error, stopped_early, t_end - t_start, t_end - t_loop, meta,
-                            device, threads, world, model, ckpt_path) | {"pruned": pruned,
-                                                                         "loop_cpu_s": time.process_time() - cpu_loop}
+                            device, threads, world, model, ckpt_path, start_step) | {
+            "pruned": pruned, "loop_cpu_s": time.process_time() - cpu_loop}
         if loud:
             if status in ("completed", "diverged"):  # the verdict; a panel only when something is wrong
                 show([d for d in state.doctor.at_end(summary, meta) if d.severity != "info"], overrides,
@@ -378,14 +405,22 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
             summary["verdict"] = next((d.to_json() for d in reversed(state.doctor.findings) if d.kind == "verdict"),
                                       None)
             summary["diagnoses"] = [d.brief() for d in state.doctor.findings]
-            files.findings(state.doctor.findings, overrides)
-            files.summary(summary)
-            files.hparams(hparams(cfg, overrides, swept_keys(run_dir.parent)),
-                          {k: v for k, v in summary["final"].items() if v is not None})
+            try:
+                files.findings(state.doctor.findings, overrides)
+                files.summary(summary)
+                files.hparams(hparams(cfg, overrides, swept_keys(run_dir.parent)),
+                              {k: v for k, v in summary["final"].items() if v is not None})
+            except OSError as exc:  # a full disk: the error that stopped the run says so; its record is what it is
+                if error is None:
+                    raise
+                console.warn(f"could not write the run's summary ({exc.strerror or exc})")
             console.print_summary(summary, run_dir)
             print_brief([d for d in state.doctor.findings if d.kind != "verdict"], console.console)
             console.print_verdict(summary["verdict"])
-        files.close()
+        try:
+            files.close()
+        except OSError:
+            pass  # a full disk: the rows so far are on disk (flushed row by row)
     return summary
 
 
@@ -413,8 +448,9 @@ def hparams(cfg, overrides, swept):
 
 
 def summarize(cfg, state, objective, status, error, stopped_early, wall, loop_time, meta, device, threads, world, model,
-              ckpt):
+              ckpt, start_step=0):
     tr, done = cfg["trainer"], state.step
+    ran = done - start_step  # steps this invocation took (a resume: from its checkpoint)
     final = {k: finite_or_none(v) for k, v in state.last.items() if k.startswith(("train_loss", "train_acc", "val_"))
              and k != "train_loss_se"}
     losses = [v for _, v in state.losses if v is not None and math.isfinite(v)]
@@ -422,7 +458,8 @@ def summarize(cfg, state, objective, status, error, stopped_early, wall, loop_ti
         "status": status, "error": error, "steps": done, "max_steps": tr["max_steps"], "stopped_early": stopped_early,
         "resumed_from": str(ckpt) if ckpt else None,
         "wall_time_s": round(wall, 3), "loop_time_s": round(loop_time, 3),
-        "steps_per_s": round(done / loop_time, 2) if loop_time > 0 else None,
+        "steps_per_s": round(ran / loop_time, 2) if loop_time > 0 and ran > 0 else None,
+        "last_logged_step": state.losses[-1][0] if state.losses else None,
         "final": final, "best": state.best, "first": state.first,
         "objective": {"name": objective, "value": finite_or_none(state.last.get(objective))},
         "steps_to_target": state.reached.get(objective), "target": tr["target"],
@@ -432,3 +469,16 @@ def summarize(cfg, state, objective, status, error, stopped_early, wall, loop_ti
         "device": str(device), "threads": threads, "processes": world,
         "num_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
+
+
+class _CallableModule(type(os)):
+    """Importing the submodule trainlab/train.py sets the package attribute `trainlab.train` to this module, over
+    the API function of the same name: the module stays callable as that function, so `trainlab.train(...)` works
+    on the second call of a notebook as on the first."""
+    def __call__(self, *overrides, **options):
+        from trainlab.api import train
+
+        return train(*overrides, **options)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from trainlab.console import warn
+
 TAGS = {"train_loss": "Loss/train", "val_loss": "Loss/val", "val_loss_ema": "Loss/val_ema",
         "train_acc": "Accuracy/train", "val_acc": "Accuracy/val", "val_acc_ema": "Accuracy/val_ema",
         "val_ece": "calibration/val_ece", "val_conf": "calibration/val_confidence", "lr": "opt/lr",
@@ -29,6 +31,10 @@ def finite_or_none(v):
     return v if not isinstance(v, float) or math.isfinite(v) else None  # JSON has no NaN/inf
 
 
+UMASK = os.umask(0o22)
+os.umask(UMASK)  # read once (a process-wide setting; reading means setting it back)
+
+
 def write_atomic(path, data):
     """Write bytes to path through a temp file of our own in the same folder: fsync, then rename over path.
 
@@ -38,6 +44,7 @@ def write_atomic(path, data):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~UMASK)  # what open() would give: mkstemp's 0600 hides a run from its group
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -52,21 +59,64 @@ def write_json(path, obj):
     write_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
-def read_rows(path):
-    """The complete rows of a metrics.jsonl (a half-written last line is dropped)."""
+class Rows(list):
+    """The rows of a metrics.jsonl / health.jsonl, and how many complete lines could not be read (`skipped`)."""
+    skipped = 0
+
+
+def _parse(line):
     try:
-        text = Path(path).read_text()
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) and isinstance(row.get("step"), int) else None
+
+
+def read_rows(path):
+    """Every readable row of a metrics.jsonl. An unreadable line (a damaged disk, an editor) is skipped and counted in
+    `.skipped`, never the end of the record; a half-written last line (no newline: the writer died) is dropped."""
+    try:
+        text = Path(path).read_text(errors="replace")
     except OSError:
-        return []
-    rows = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            break
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
+        return Rows()
+    rows, lines = Rows(), text.split("\n")
+    for line in lines[:-1]:  # the part after the last newline is a line still being written, or nothing
+        row = _parse(line)
+        if row is None:
+            rows.skipped += line.strip() != ""
+        else:
             rows.append(row)
     return rows
+
+
+def cut_at_step(path, start_step):
+    """Resume: drop the rows a killed attempt wrote from start_step on (the resumed run writes them again) by
+    truncating the file there, so every byte before it stays as it was, unreadable lines included. Returns the
+    number of unreadable lines kept or cut; when one would be cut, the old file is first kept aside as
+    PATH.before-step-N (nothing is deleted that cannot be rebuilt)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return 0
+    offset, cut, bad_before, bad_after = 0, None, 0, 0
+    for line in data.split(b"\n")[:-1]:
+        row = _parse(line.decode(errors="replace"))
+        if cut is None and row is not None and row["step"] >= start_step:
+            cut = offset
+        if row is None and line.strip():
+            bad_before, bad_after = (bad_before + 1, bad_after) if cut is None else (bad_before, bad_after + 1)
+        offset += len(line) + 1
+    cut = offset if cut is None else cut  # also drops a torn last line
+    if bad_after:
+        aside = path.with_name(f"{path.name}.before-step-{start_step}")
+        write_atomic(aside, data)
+    if cut < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(cut)
+            f.flush()
+            os.fsync(f.fileno())
+    return bad_before + bad_after
 
 
 def provenance(cfg, device):
@@ -135,7 +185,7 @@ class RunFiles:
         import yaml
 
         run_dir = Path(run_dir)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False).encode())  # never a 0-byte file
         record = provenance(cfg, device)
         old = run_dir / "provenance.json"
         if start_step and old.exists():  # a resume: keep where the run started, add this start
@@ -146,10 +196,10 @@ class RunFiles:
                 pass
         write_json(old, record)
         for name in ("metrics.jsonl", "health.jsonl"):  # keep the rows before start_step (an earlier attempt's)
-            path = run_dir / name
-            if path.exists():
-                kept = [r for r in read_rows(path) if r["step"] < start_step]
-                write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+            bad = cut_at_step(run_dir / name, start_step)
+            if bad:
+                warn(f"{run_dir / name}: {bad} unreadable line(s) kept as they were (trainlab compare and doctor skip "
+                     "them)")
         events = any(run_dir.glob("events.out.tfevents*"))
         writer = SummaryWriter(log_dir=str(run_dir), purge_step=start_step if events else None)
         return cls(run_dir, writer, open(run_dir / "metrics.jsonl", "a", buffering=1),

@@ -150,6 +150,14 @@ class Guard(Callback):
                 _fail(problem)
         _MADE[:] = missing_parents(spelled)
         _make(spelled, "hydra.run.dir")
+        if os.environ.get("RANK", "0") == "0":
+            try:
+                claim(spelled)  # held until this process ends
+            except InUse as exc:
+                _fail(exc)
+            problem = run_dir_problem(spelled, OmegaConf.select(config, "trainer.resume", default="never"))
+            if problem:  # another process got here first, wrote its run and ended: checked again under the lock
+                _fail(problem)
 
     def on_multirun_start(self, config, **kwargs):
         STARTED.append(True)
@@ -158,3 +166,56 @@ class Guard(Callback):
         before = sorted(p.name for p in Path(spelled).iterdir()) if Path(spelled).is_dir() else []
         os.environ[SWEEP_BEFORE] = json.dumps(before)
         _make(spelled, "hydra.sweep.dir")
+
+
+# --- owning a run directory: one process at a time
+_CLAIMS = {}  # run directory -> the open descriptor whose lock this process holds (released when it exits or dies)
+
+
+class InUse(Exception):
+    """Another live process owns the run directory."""
+
+
+def lock_owner(path):
+    """The pid holding a flock on PATH, from /proc/locks (Linux); None where unknown."""
+    try:
+        st, text = os.stat(path), Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in text.splitlines():
+        fields = line.split()
+        if "FLOCK" in fields and device in fields:
+            pid = fields[fields.index(device) - 1]
+            return int(pid) if pid.isdigit() and int(pid) != os.getpid() else None
+    return None
+
+
+def claim(run_dir):
+    """Own RUN_DIR for the life of this process: an exclusive OS lock (flock) on the directory itself, so a second
+    trainlab process started into it — at the same moment, or a resume while the first still trains — is refused
+    (InUse, naming the owner's pid), and a process that dies (even by SIGKILL) releases it: no stale claim to clean
+    up, and no file left behind. Where flock does not exist (Windows) this is a no-op."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        return
+    key = str(Path(run_dir).resolve())
+    if key in _CLAIMS:
+        return
+    fd = os.open(key, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        owner = lock_owner(key)
+        raise InUse(f"{run_dir} is in use by another trainlab process" + (f" (pid {owner})" if owner else "")
+                    + ": wait for it to end, or choose another directory") from None
+    _CLAIMS[key] = fd
+
+
+def release(run_dir):
+    """Give up a claim (the Python API, after each run: a notebook runs many)."""
+    fd = _CLAIMS.pop(str(Path(run_dir).resolve()), None)
+    if fd is not None:
+        os.close(fd)
