@@ -121,7 +121,8 @@ def run_api(config, work):
 
 
 def cli(run_dir, overrides, kill_at=None):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]  # this checkout first
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
     if kill_at is not None:
         env["KILL_AT"] = str(kill_at)
     return subprocess.run([sys.executable, str(KILLER), *overrides, f"hydra.run.dir={run_dir}"], env=env,
@@ -203,16 +204,16 @@ def check_path(config, out):
 
 def first_difference(golden, now):
     """A sentence naming the first differing row and key (or field), else None."""
-    for field in ("status", "steps", "nonfinite", "stopped_early", "pruned"):
-        if golden.get(field) != now.get(field):
-            return f"{field}: golden {golden.get(field)!r}, now {now.get(field)!r}"
-    for i, (a, b) in enumerate(zip(golden["rows"], now["rows"])):
+    for i, (a, b) in enumerate(zip(golden["rows"], now["rows"])):  # rows first: the earliest step that differs
         for key in sorted(set(a) | set(b)):
             if a.get(key, "<missing>") != b.get(key, "<missing>"):
                 return (f"metrics row {i} (step {a.get('step')}), key {key!r}: golden {a.get(key, '<missing>')!r}, "
                         f"now {b.get(key, '<missing>')!r}")
     if len(golden["rows"]) != len(now["rows"]):
         return f"metrics rows: golden {len(golden['rows'])}, now {len(now['rows'])}"
+    for field in ("status", "steps", "nonfinite", "stopped_early", "pruned"):
+        if golden.get(field) != now.get(field):
+            return f"summary {field}: golden {golden.get(field)!r}, now {now.get(field)!r}"
     if golden["weights_sha256"] != now["weights_sha256"]:
         return "final weights differ (sha256), every metrics row is identical"
     return None
@@ -240,7 +241,14 @@ def main(argv=None):
     print(f"trainlab from {Path(trainlab.__file__).parent}")
     failed = 0
     for config in [BY_NAME[n] for n in ns.names] if ns.names else CONFIGS:
-        now = produce(config)
+        try:
+            now = produce(config)
+        except Exception as exc:  # a run that fails or leaves its path: report it, compare the others
+            if ns.write:
+                raise
+            failed += 1
+            print(f"{config.name}: {type(exc).__name__}: {exc}")
+            continue
         if config.same_as:  # a resumed run must equal the uninterrupted one, row for row and bit for bit
             ref = load(config.same_as) if not ns.write else produce(BY_NAME[config.same_as])
             diff = first_difference(ref, now)
