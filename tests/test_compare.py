@@ -204,7 +204,8 @@ def test_csv_parses_back(tmp_path, capsys):
     assert main([str(grid(tmp_path / "sweep")), "--format", "csv", "--no-plot"]) == 0
     text = capsys.readouterr().out
     reader = csv.DictReader(io.StringIO(text))
-    metrics = ["val_acc", "val_loss", "best_val_acc", "best_val_loss", "train_loss", "steps", "steps_per_s", "wall_s"]
+    metrics = ["val_acc", "val_loss", "best_val_acc", "best_val_loss", "train_loss", "train_acc", "val_ece",
+               "val_conf", "val_acc_ema", "val_loss_ema", "opt_mem", "steps", "steps_per_s", "wall_s"]  # stable header
     assert reader.fieldnames == ["data", "objective", "rank", "optimizer", "norm", "n",
                                  *(x for m in metrics for x in (m, m + "_std")), "status", "verdict", "flags", "runs"]
     rows = list(reader)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests.test_compare import fake_run, grid
-from trainlab.runs.compare import collect, main, parse_args, ranked
+from trainlab.runs.compare import collect, figure_title, main, parse_args, ranked
 from trainlab.runs.figures import PANELS, curves_figure, pyplot
 
 PANEL = {key: i for i, (key, _) in enumerate(PANELS)}
@@ -90,3 +90,24 @@ def test_figure_is_a_readable_png(tmp_path, capsys):
     assert image.shape[:2] == (750, 1100)  # 11 x 7.5 inches at 100 dpi
     assert image[..., :3].std() > 0.05  # curves drawn, not a blank canvas
     assert np.all(image[-1, :, :3] == 1.0)  # the bottom row is background: nothing cut at the edge
+
+
+def test_validation_panels_zoom_to_the_differences_the_table_ranks_and_the_figure_has_a_title(tmp_path):
+    sweep = tmp_path / "multirun" / "2026-12-07" / "01-40-00"
+    digits = {"trainer": {"seed": 0}, "optimizer": {"name": "x"}, "data": {"name": "digits"}}
+    for num, (acc, loss) in enumerate([(0.967, 0.12), (0.986, 0.06)]):  # both start at chance (0.1, loss 2.3)
+        fake_run(sweep, num, [f"optimizer={('sgd', 'adamw')[num]}"], acc=acc, loss=loss, config=digits,
+                 rows=rows([2.3, 0.2, loss + 0.02, loss], [0.1, acc - 0.02, acc - 0.01, acc]))
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    groups = groups_of(sweep)
+    title = figure_title(groups, sweep)
+    assert title == "digits, sweep .../multirun/2026-12-07/01-40-00 (2 runs)"
+    fig = curves_figure(groups, title)
+    assert fig.get_suptitle() == title
+    low, high = fig.axes[PANEL["val_acc"]].get_ylim()
+    assert 0.9 < low < 0.945 and 0.986 < high < 1.0  # 0.967 vs 0.986 fills the panel; chance (0.1) is off it
+    low, high = fig.axes[PANEL["val_loss"]].get_ylim()
+    assert 0 < low < 0.06 and 0.2 < high < 0.5
+    assert fig.axes[PANEL["val_acc"]].get_title() == "validation accuracy (y zoomed to steps \u2265 1)"
+    assert fig.axes[PANEL["train_loss"]].get_ylim()[1] > 2.3  # other panels keep every value in view
+    pyplot().close(fig)

@@ -127,3 +127,19 @@ def test_sigkill_of_a_joblib_sweep_leaves_no_worker_training(tmp_path):
     statuses = sorted(json.loads(p.read_text())["status"] for p in sweep.glob("*/summary.json"))
     assert statuses == ["interrupted", "interrupted"]  # each checkpointed and said so; no third job started
     assert len(list(sweep.glob("*/checkpoints/step-*.pt"))) >= 2
+
+
+@pytest.mark.parametrize("text,why", [('{"status": "compl', "(not JSON at character 11 of 17: "), ("{}", "(no status)"),
+                                      ("[1,2,3]", "(a JSON list, not an object)"), ("", "(empty)")])
+def test_the_sweep_report_says_a_damaged_summary_is_damaged(tmp_path, text, why):
+    from trainlab.runs.sweep import load_summary, read_summary, sweep_rows
+
+    for name, summary in (("0_a", json.dumps({"status": "completed", "error": None})), ("1_b", text), ("2_c", None)):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / "metrics.jsonl").write_text('{"step": 0, "train_loss": 1.0}\n')
+        if summary is not None:
+            (tmp_path / name / "summary.json").write_text(summary)
+    rows = sweep_rows(tmp_path)
+    assert rows[0] == ("0_a", "completed", None) and rows[2] == ("2_c", "killed", "no summary.json")
+    assert rows[1][:2] == ("1_b", "damaged") and rows[1][2].startswith(f"summary.json is unreadable {why}")
+    assert read_summary(tmp_path / "1_b") is None and load_summary(tmp_path / "1_b").problem == rows[1][2]

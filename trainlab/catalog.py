@@ -42,11 +42,27 @@ def main(argv):
             print(f"| `{group}` | `{option}` | {what} | {settings} |")
         return 0
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table("group", "option", "what it is", "settings (defaults)", title="trainlab options: group=option, "
-                  "group.key=value", title_justify="left")
-    for group, option, what, settings in rows(selected):
-        table.add_row(group, f"[cyan]{option}[/]", what, settings)
-    Console().print(table)
+    Console().print(options_table(list(rows(selected))))
     return 0
+
+
+def options_table(found):
+    """A rich table of (group, option, what, settings) rows that is never cut at 80 columns: the group as a heading
+    row, each option (as wide as the longest) beside its description and, below it, its settings, wrapped between
+    settings (one longer than the column continues on the next line: `${trainer.max_steps}` is never cut to
+    `${data…`)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="trainlab options: group=option, group.key=value", title_justify="left")
+    table.add_column("group / option", no_wrap=True, min_width=2 + max(len(r[1]) for r in found))
+    table.add_column("what it is; settings (defaults)", overflow="fold")
+    for n, (group, option, what, settings) in enumerate(found):
+        if n == 0 or found[n - 1][0] != group:
+            table.add_row(Text(group, style="bold"), "")
+        last = n + 1 == len(found) or found[n + 1][0] != group
+        table.add_row(Text.assemble("  ", (option, "cyan")), Text.assemble(what, *(("\n", (settings, "dim"))
+                                                                                   if settings else ())),
+                      end_section=last)  # a rule between groups
+    return table

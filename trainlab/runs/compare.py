@@ -18,20 +18,29 @@ from pathlib import Path
 
 import yaml
 
-from trainlab.runs.files import unfinished_status
+from trainlab.runs.files import read_rows
+from trainlab.runs.sweep import damaged_status, load_summary
 
 SEED_KEY = "trainer.seed"
 HOW_RUN = ("trainer.progress", "trainer.skip_completed", "trainer.resume")  # how a run was run, not what it is
-METRICS = {  # column -> (where in summary.json, decimals in md, higher is better)
+METRICS = {  # column -> (where in summary.json, decimals in md, higher is better: True, False, or None: neither)
     "val_acc": (("final", "val_acc"), 4, True),
     "val_loss": (("final", "val_loss"), 4, False),
     "best_val_acc": (("best", "val_acc"), 4, True),
     "best_val_loss": (("best", "val_loss"), 4, False),
     "train_loss": (("final", "train_loss"), 4, False),
+    "train_acc": (("final", "train_acc"), 4, True),
+    "val_ece": (("final", "val_ece"), 4, False),  # calibration error: 0 is perfectly calibrated
+    "val_conf": (("final", "val_conf"), 4, None),  # mean confidence: neither way is better (compare with val_acc)
+    "val_acc_ema": (("final", "val_acc_ema"), 4, True),
+    "val_loss_ema": (("final", "val_loss_ema"), 4, False),
+    "opt_mem": (("optimizer_memory", "ratio"), 2, False),  # optimizer state / parameter bytes: 2.0x for Adam
     "steps": (("steps",), 0, True),
     "steps_per_s": (("steps_per_s",), 1, True),
     "wall_s": (("wall_time_s",), 1, False),
 }
+LOWER_IS_BETTER = ("loss", "ece", "err", "ppl", "perplexity")  # a metric trainlab does not know yet, by its name
+HIGHER_IS_BETTER = ("acc",)
 
 
 @dataclass
@@ -42,6 +51,7 @@ class Group:
     runs: list
     keys: list = field(default_factory=list)
     rows: list = field(default_factory=list)
+    metrics: list = field(default_factory=lambda: list(METRICS))  # the metric columns its rows have
 
 
 def find_runs(root):
@@ -72,13 +82,38 @@ def _partial_summary(rows, status):
     for key, better in (("val_acc", max), ("val_loss", min)):
         top = better((r for r in rows if r.get(key) is not None), key=lambda r: r[key], default=None)
         best |= {key: top[key], f"{key}_step": top["step"]} if top else {}
-    final = {k: last[k] for k in ("train_loss", "val_loss", "val_acc") if k in last}
+    final = {k: v for k, v in last.items() if k.startswith(("train_loss", "train_acc", "val_")) and k != "train_loss_se"}
     return {"status": status, "error": None, "steps": rows[-1]["step"] + 1 if rows else 0, "final": final, "best": best}
+
+
+def spec(col):
+    """(where in summary.json, decimals, higher is better) of a metric column: METRICS's, else a value of
+    summary["final"] that trainlab does not list yet (its direction from its name)."""
+    if col in METRICS:
+        return METRICS[col]
+    higher = False if any(w in col for w in LOWER_IS_BETTER) else True if any(w in col for w in HIGHER_IS_BETTER) \
+        else None
+    return ("final", col), 4, higher
+
+
+def metric_names(runs):
+    """Every metric column these runs can have: METRICS, then any other number in a summary's "final"."""
+    extra = (k for r in runs for k, v in (r["summary"].get("final") or {}).items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in METRICS)
+    return [*METRICS, *dict.fromkeys(extra)]
+
+
+def read_metrics(path):
+    """(rows, unreadable lines skipped) of a metrics.jsonl: files.read_rows skips a damaged line and counts it, so
+    one bad line never hides the rows after it; a half-written last line (a running job) is not counted."""
+    rows = read_rows(path)
+    return list(rows), getattr(rows, "skipped", 0)
 
 
 def read_run(run_dir, root):
     """One run directory as a dict: name (relative to root), params (its overrides), config, summary, metrics,
-    verdict (the doctor's word at the end, None without one) and flags (the kinds of its diagnoses)."""
+    verdict (the doctor's word at the end, None without one), flags (the kinds of its diagnoses) and problems (what
+    in its files could not be read)."""
     def load(name, parse):
         try:
             return parse((run_dir / name).read_text())
@@ -87,19 +122,24 @@ def read_run(run_dir, root):
 
     overrides = load(".hydra/overrides.yaml", yaml.safe_load) or []
     params = dict(o.lstrip("+").split("=", 1) for o in overrides if "=" in o and not o.startswith("~"))
-    metrics = load("metrics.jsonl", lambda text: [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines()
-                                                  ]) or []  # complete lines only: a running job may be mid-line
-    summary = load("summary.json", json.loads)
-    if not isinstance(summary, dict) or not isinstance(summary.get("status"), str):  # none, or corrupt
-        summary = _partial_summary(metrics, unfinished_status(run_dir))  # running, killed, or missing
+    metrics, skipped = read_metrics(run_dir / "metrics.jsonl")
+    read = load_summary(run_dir)
+    summary = read.summary
+    if summary is None:  # what can still be read: the rows so far (running, killed, missing, or damaged)
+        status = damaged_status(run_dir, read)
+        summary = _partial_summary(metrics, status) | ({"error": read.problem} if status == "damaged" else {})
+    problems = [read.problem] if read.problem and read.problem != "no summary.json" else []
+    problems += [f"metrics.jsonl: {skipped} unreadable line{'s' * (skipped != 1)} skipped"] if skipped else []
     verdict = summary.get("verdict")
     verdict = (verdict.get("evidence") or {}).get("verdict") if isinstance(verdict, dict) else None
-    diagnosis = load("diagnosis.json", json.loads) or []
+    diagnosis = load("diagnosis.json", json.loads)
+    diagnosis = diagnosis if isinstance(diagnosis, list) else []  # a damaged one adds no flags
     name = str(run_dir.relative_to(root)) if run_dir != root else run_dir.name
     return {"dir": run_dir, "name": name, "params": {k: _norm(v) for k, v in params.items()}, "summary": summary,
             "config": load("config.yaml", yaml.safe_load) or load(".hydra/config.yaml", yaml.safe_load) or {},
-            "metrics": metrics, "verdict": verdict,
-            "flags": list(dict.fromkeys(d["kind"] for d in diagnosis if d.get("kind") != "verdict"))}
+            "metrics": metrics, "verdict": verdict, "problems": problems,
+            "flags": list(dict.fromkeys(d["kind"] for d in diagnosis if isinstance(d, dict) and isinstance(
+                d.get("kind"), str) and d["kind"] != "verdict"))}
 
 
 def value(run, key):
@@ -114,9 +154,9 @@ def value(run, key):
 
 
 def metric(run, col):
-    """The run's number for a METRICS column (None when missing or not finite)."""
+    """The run's number for a metric column (None when missing or not finite)."""
     found = run["summary"]
-    for part in METRICS[col][0]:  # e.g. summary["final"]["val_acc"]; a running job may lack it
+    for part in spec(col)[0]:  # e.g. summary["final"]["val_acc"]; a running job may lack it
         found = found.get(part) if isinstance(found, dict) else None
     return float(found) if isinstance(found, (int, float)) and math.isfinite(found) else None
 
@@ -171,7 +211,7 @@ def aggregate(runs, keys, per_seed=False):
     rows = []
     for ident, group in groups.items():
         row = {"rank": None, **dict(zip(cols, ident)), "n": len(group)}
-        for col in METRICS:
+        for col in metric_names(runs):
             found = [x for r in group if (x := metric(r, col)) is not None]
             row[col] = statistics.fmean(found) if found else None
             row[f"{col}_std"] = statistics.stdev(found) if len(found) > 1 else None
@@ -214,6 +254,8 @@ def parse_args(argv):
                         help="keep runs whose KEY (an override, config key or status) equals VALUE; repeatable")
     parser.add_argument("--per-seed", action="store_true", help="one row per run: do not aggregate seeds")
     parser.add_argument("--no-plot", action="store_true", help="do not write the figure")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="write the figure (compare.png, isolation.png, "
+                        "depth.png) into DIR instead of PATH (e.g. when PATH is read-only)")
     parser.add_argument("--by", action="append", default=[], metavar="KEY",
                         help="isolation analysis: the scientific key (e.g. optimizer), with --nuisance")
     parser.add_argument("--nuisance", action="append", default=[], metavar="KEY",
@@ -251,12 +293,13 @@ def ranked(parser, groups, sort, per_seed):
     """Aggregate and rank each group's rows (then --sort them, best first)."""
     for g in groups:
         g.rows, g.keys = aggregate(g.runs, g.keys, per_seed)
+        g.metrics = metric_names(g.runs)
         rank(g.rows, g.objective)
         if not sort:
             continue
         if sort not in g.rows[0]:
             parser.error(f"--sort {sort}: choose from {', '.join(k for k in g.rows[0] if k != 'runs')}")
-        descending = sort in METRICS and METRICS[sort][2]
+        descending = sort in g.metrics and spec(sort)[2] is True  # best first: losses and ECE lowest first
         g.rows.sort(key=lambda r: _order(", ".join(r[sort]) if sort == "flags" else r[sort], descending))
 
 
@@ -287,15 +330,25 @@ def main(argv=None):
         from trainlab.runs.isolation import report as isolation_report
 
         return isolation_report(parser, groups, root, args)
-    from trainlab.runs.figures import curves_figure, figure_path, save
-    from trainlab.runs.tables import print_groups, to_csv, to_json, to_md
+    from trainlab.runs.figures import curves_figure, write_figure
+    from trainlab.runs.tables import print_groups, print_problems, to_csv, to_json, to_md
 
     ranked(parser, groups, args.sort, args.per_seed)
     if args.format == "table":
         print_groups(groups, root, sum(len(g.runs) for g in groups), args.wide)
     else:
         sys.stdout.write({"md": lambda gs: to_md(gs, args.wide), "csv": to_csv, "json": to_json}[args.format](groups))
+        print_problems(groups)  # on stderr: csv/json stay parseable
     if not args.no_plot:
-        figure = save(curves_figure(groups), figure_path(root, "compare.png"))
-        print(f"figure: {figure}", file=sys.stdout if args.format == "table" else sys.stderr)  # csv/json parseable
+        where = sys.stdout if args.format == "table" else sys.stderr  # csv/json parseable
+        write_figure(lambda: curves_figure(groups, figure_title(groups, root)), args.out or root, "compare.png",
+                     where)
     return 0
+
+
+def figure_title(groups, root):
+    """'digits, sweep multirun/2026-12-07/01-40-00 (4 runs)': what the figure shows, readable out of context."""
+    data = ", ".join(dict.fromkeys(str(g.data) for g in groups if g.data is not None)) or "runs"
+    where = ".../" + "/".join(root.parts[-3:]) if len(root.parts) > 4 else str(root)  # outputs/multirun/DAY/TIME
+    return f"{data}, {'sweep' if (root / 'multirun.yaml').exists() else 'runs under'} {where} " \
+           f"({sum(len(g.runs) for g in groups)} runs)"

@@ -115,7 +115,7 @@ def summary_block(picked):
 def report(parser, groups, root, args):
     """`trainlab compare DIR --depth [--step N]`: a summary per run and DIR/depth.png."""
     from trainlab.runs.compare import value
-    from trainlab.runs.figures import figure_path, save
+    from trainlab.runs.figures import write_figure
     from trainlab.runs.tables import print_blocks, short_names
 
     keys = list(dict.fromkeys(k for g in groups for k in g.keys))
@@ -154,6 +154,6 @@ def report(parser, groups, root, args):
         print(f"no health pass{'' if args.step is None else f' at step {args.step}'} in: {', '.join(skipped)}",
               file=sys.stderr)
     if not args.no_plot:
-        figure = save(depth_figure(full), figure_path(root, "depth.png"))
-        print(f"figure: {figure}", file=sys.stdout if args.format == "table" else sys.stderr)
+        write_figure(lambda: depth_figure(full), args.out or root, "depth.png",
+                     sys.stdout if args.format == "table" else sys.stderr)
     return 0

@@ -129,7 +129,7 @@ def to_csv(done, by, nuisance):
 
 def report(parser, groups, root, args):
     """`trainlab compare DIR --by K --nuisance K2`: the table (or md/csv/json) and DIR/isolation.png."""
-    from trainlab.runs.figures import figure_path, save
+    from trainlab.runs.figures import write_figure
     from trainlab.runs.tables import print_blocks
 
     check(parser, groups, args.by, args.nuisance)
@@ -142,8 +142,8 @@ def report(parser, groups, root, args):
     else:
         print_blocks(args.format, [block(g, results, args.by, args.nuisance) for g, results in done])
     if not args.no_plot:
-        figure = save(isolation_figure(done, args.by, args.nuisance), figure_path(root, "isolation.png"))
-        print(f"figure: {figure}", file=sys.stdout if args.format == "table" else sys.stderr)
+        write_figure(lambda: isolation_figure(done, args.by, args.nuisance), args.out or root, "isolation.png",
+                     sys.stdout if args.format == "table" else sys.stderr)
     return 0
 
 

@@ -188,5 +188,6 @@ def main(argv):
     best = study.best_trial
     print(f"best of {len(study.trials)} trials: {objective}={best.value:.4f} with "
           + " ".join(f"{k}={v}" for k, v in best.params.items()))
-    print(f"study: {study_dir / 'study.db'}; rank the trials: trainlab compare {study_dir}")
+    print(f"study: {study_dir / 'study.db'} (browse it: optuna-dashboard sqlite:///{study_dir / 'study.db'}); rank "
+          f"the trials: trainlab compare {study_dir}")
     return 0

@@ -4,6 +4,7 @@ Hydra's launchers run jobs in this process (basic) or in workers (joblib); `Swee
 it runs once in the launching process after the last job, whatever the launcher.
 """
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -33,13 +34,52 @@ def same_job(job_dir, overrides):
     return job_overrides(job_dir) == sorted(o for o in overrides if _key(o) not in RESUME_KEYS)
 
 
+@dataclass
+class SummaryFile:
+    """summary.json of a run as read: the dict when it is a run's summary, else why not (`problem`: None when read,
+    "no summary.json" when there is none, "summary.json is unreadable (...)" when it is there but damaged)."""
+    summary: dict | None
+    problem: str | None
+
+
+def parse_summary(text):
+    """(summary, None) when TEXT is a run's summary, else (None, why not): '(empty)', '(not JSON at character 120 of
+    120: ...)' for a truncated file, '(no status)' for {}, '(a JSON list, not an object)'."""
+    if not text.strip():
+        return None, "(empty)"
+    try:
+        found = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"(not JSON at character {exc.pos} of {len(text)}: {exc.msg})"
+    if not isinstance(found, dict):
+        return None, f"(a JSON {type(found).__name__}, not an object)"
+    return (found, None) if isinstance(found.get("status"), str) else (None, "(no status)")
+
+
+def load_summary(job_dir):
+    """summary.json of job_dir as a SummaryFile: a truncated, empty, `{}` or `[1,2,3]` file is said to be damaged,
+    never taken for a missing one (compare, doctor and the sweep report read it here)."""
+    path = Path(job_dir) / "summary.json"
+    try:
+        text = path.read_bytes().decode(errors="replace")
+    except FileNotFoundError:
+        return SummaryFile(None, "no summary.json")
+    except OSError as exc:
+        return SummaryFile(None, f"summary.json is unreadable ({exc.strerror or exc})")
+    summary, why = parse_summary(text)
+    return SummaryFile(summary, why and f"summary.json is unreadable {why}")
+
+
+def damaged_status(job_dir, read):
+    """The status of a run whose summary.json could not be read: damaged (it is there but unreadable), unless the
+    run is running again (a resume rewrites it); else running, killed or missing (files.unfinished_status)."""
+    status = unfinished_status(job_dir)
+    return status if read.problem == "no summary.json" or status == "running" else "damaged"
+
+
 def read_summary(job_dir):
     """summary.json as a dict; None when missing, unreadable or corrupt (a corrupt one never stops a sweep)."""
-    try:
-        summary = json.loads((Path(job_dir) / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) and isinstance(summary.get("status"), str) else None
+    return load_summary(job_dir).summary
 
 
 def completed_twin(sweep_dir, overrides):
@@ -85,7 +125,8 @@ def sweep_rows(sweep_dir):
     """(job dir name, status, error) for every job directory of a sweep."""
     rows = []
     for job_dir in sorted(p for p in Path(sweep_dir).iterdir() if (p / ".hydra").is_dir()):
-        summary = read_summary(job_dir) or {"status": unfinished_status(job_dir), "error": "no readable summary.json"}
+        read = load_summary(job_dir)
+        summary = read.summary or {"status": damaged_status(job_dir, read), "error": read.problem}
         rows.append((job_dir.name, summary["status"], summary.get("error")))
     return rows
 

@@ -12,17 +12,23 @@ import json
 import math
 from collections import Counter
 
-from trainlab.runs.compare import METRICS
+from trainlab.runs.compare import METRICS, spec
 
 ABBREV = {"optimizer": "opt", "regularization": "reg", "schedule": "sched", "precision": "prec"}
 NUMERIC = ("rank", "n", *METRICS)
 STYLE = {"completed": "green", "running": "yellow"}
+UNITS = {"opt_mem": "x"}  # shown after the number: optimizer state is 2.0x the parameters' bytes
+
+
+def recorded(group):
+    """The group's metric columns that some row has a value for (a metric no run recorded is no column)."""
+    return [m for m in group.metrics if any(r.get(m) is not None for r in group.rows)]
 
 
 def columns(group, wide=False, best=True):
     """The columns of a group's table: rank, swept values, n (when seeds were averaged), metrics, status, verdict."""
     n = ["n"] if any(r["n"] > 1 for r in group.rows) else []
-    shown = list(METRICS) if wide else [group.objective, *([f"best_{group.objective}"] if best else [])]
+    shown = recorded(group) if wide else [group.objective, *([f"best_{group.objective}"] if best else [])]
     return ["rank", *group.keys, *n, *shown, "status", "verdict", *(["flags"] if wide else [])]
 
 
@@ -62,12 +68,14 @@ def mean_std(v, std, digits=3):
 def cell(row, col, compact=True):
     """A value as shown: compact numbers in the table, the md form ('0.9000 ± 0.1000') otherwise; '-' if missing."""
     v = row[col]
-    if col in METRICS:
+    if f"{col}_std" in row:  # a metric
         if v is None:
             return "-"
-        digits, std = METRICS[col][1], row[f"{col}_std"]
+        digits, std = spec(col)[1], row[f"{col}_std"]
         if digits == 0:
             return f"{v:.0f}"  # steps: no std
+        if col in UNITS:
+            return f"{v:.1f}{UNITS[col]}"  # a ratio: its spread over seeds is not the point
         if compact:
             return mean_std(v, std)
         return f"{v:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
@@ -78,7 +86,7 @@ def cell(row, col, compact=True):
 
 def title(group):
     """'data=digits: 4 runs, 2 configurations, ranked by val_acc (higher is better)'."""
-    better = "higher" if METRICS[group.objective][2] else "lower"
+    better = "higher" if spec(group.objective)[2] else "lower"
     configs = len({tuple(r[k] for k in group.keys) for r in group.rows})
     where = f"data={group.data}: " if group.data is not None else ""
     return (f"{where}{len(group.runs)} runs, {configs} configurations, ranked by {group.objective} ({better} is "
@@ -123,7 +131,7 @@ def rich_table(group, wide=False, best=True):
     heads = headers(group, cols, wide)
     at = cols.index("status")
     table = simple_table([heads[c] for c in cols], [[cell(r, c) for c in cols] for r in group.rows],
-                         right=[i for i, c in enumerate(cols) if c in NUMERIC],
+                         right=[i for i, c in enumerate(cols) if c in NUMERIC or c in group.metrics],
                          wraps=[i for i, c in enumerate(cols) if c in ("verdict", "flags")],
                          styles=[{at: STYLE.get(r["status"], "red")} for r in group.rows])
     return title(group), table, caption(group, cols, heads, wide)
@@ -152,6 +160,31 @@ def print_groups(groups, root, n_runs, wide=False, console=None):
                 if run["summary"].get("error"):
                     console.print(f"[red]{run['summary']['status']}[/] {escape(run['name'])}: "
                                   f"{escape(run['summary']['error'])}", highlight=False)
+    print_problems(groups, console, shown_errors=True)
+
+
+def problems(groups, shown_errors=False):
+    """'RUN: metrics.jsonl: 2 unreadable lines skipped' for each file of a run that could not be read in full (a
+    damaged summary.json too, unless its error line already said so)."""
+    for g in groups:
+        for r in g.rows:
+            for run in r["runs"]:
+                for problem in run.get("problems", []):
+                    if not (shown_errors and problem == run["summary"].get("error")):
+                        yield f"{run['name']}: {problem}"
+
+
+def print_problems(groups, console=None, shown_errors=False):
+    """The problems, on stderr unless a console is given (csv and json stay parseable)."""
+    import sys
+
+    from rich.markup import escape
+
+    for line in problems(groups, shown_errors):
+        if console is None:
+            print(f"trainlab compare: {line}", file=sys.stderr)
+        else:
+            console.print(f"[yellow]warning[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def _least(renderable):
@@ -210,7 +243,8 @@ def to_md(groups, wide=False):
 def to_csv(groups):
     """Raw numbers of every group (data and objective columns first), one std column per metric; lists by ';'."""
     keys = list(dict.fromkeys(k for g in groups for k in g.keys))
-    head = ["data", "objective", "rank", *keys, "n", *(x for m in METRICS for x in (m, f"{m}_std")), "status",
+    metrics = list(dict.fromkeys(m for g in groups for m in g.metrics))  # every metric any run recorded
+    head = ["data", "objective", "rank", *keys, "n", *(x for m in metrics for x in (m, f"{m}_std")), "status",
             "verdict", "flags", "runs"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -230,6 +264,6 @@ def to_json(groups):
         rows = [{k: v for k, v in r.items() if k != "runs"} | {
             "runs": [x["name"] for x in r["runs"]],
             "errors": [x["summary"]["error"] for x in r["runs"] if x["summary"].get("error")]} for r in g.rows]
-        out.append({"data": g.data, "objective": g.objective, "higher_is_better": METRICS[g.objective][2],
+        out.append({"data": g.data, "objective": g.objective, "higher_is_better": spec(g.objective)[2],
                     "swept": g.keys, "rows": rows})
     return json.dumps({"groups": out}, indent=2) + "\n"
