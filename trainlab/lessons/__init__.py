@@ -76,14 +76,14 @@ def lesson(name):
     return importlib.import_module(f"trainlab.lessons.{name}")
 
 
-def _run_point(point, folder):
+def _run_point(point, folder, threads=1):
     """One point, in this process: compose, train, return the summary (quietly: the lesson shows its own progress)."""
     import io
 
     from trainlab.api import compose
     from trainlab.train import run
 
-    cfg = compose(*point.overrides, "trainer.progress=false", "trainer.threads=1")
+    cfg = compose(*point.overrides, "trainer.progress=false", f"trainer.threads={threads}")
     run_dir = Path(folder) / point.name
     run_dir.mkdir(parents=True)
     (run_dir / ".hydra").mkdir()
@@ -112,7 +112,7 @@ def _quiet_fd(on):
         os.close(null)
 
 
-def run_points(points, folder, jobs=2, progress=True):
+def run_points(points, folder, jobs=2, progress=True, threads=1):
     """Every point, `jobs` at a time in worker processes; {name: summary}, and the run directories under folder."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -129,20 +129,20 @@ def run_points(points, folder, jobs=2, progress=True):
         task = bar.add_task("runs", total=len(points))
         if jobs == 1:
             for point in points:
-                name, summary = _run_point(point, folder)
+                name, summary = _run_point(point, folder, threads)
                 results[name] = summary
                 bar.advance(task)
             return results
         spawn = multiprocessing.get_context("spawn")  # fresh workers: no forked torch threads or Hydra state
         with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn) as pool:
-            for future in as_completed([pool.submit(_run_point, p, folder) for p in points]):
+            for future in as_completed([pool.submit(_run_point, p, folder, threads) for p in points]):
                 name, summary = future.result()
                 results[name] = summary
                 bar.advance(task)
     return results
 
 
-def write_report(folder, module, report, points, seconds, jobs=2, quick=False):
+def write_report(folder, module, report, points, seconds, jobs=2, quick=False, threads=1):
     """folder/report.md: the claim, the sub-claims with their intervals and verdicts, the figure, the setup table and
     every run's overrides; folder/lesson.json: the same as data (the README gallery is generated from it)."""
     import dataclasses
@@ -161,13 +161,33 @@ def write_report(folder, module, report, points, seconds, jobs=2, quick=False):
     record = {"lesson": module.__name__.rsplit(".", 1)[1], "title": module.TITLE, "claim": module.CLAIM,
               "verdict": report.verdict, "claims": [dataclasses.asdict(c) for c in report.claims],
               "numbers": report.numbers, "setup": [list(row) for row in module.SETUP], "runs": len(points),
-              "seconds": round(seconds, 1), "jobs": jobs, "quick": quick, "torch": torch.__version__}
+              "seconds": round(seconds, 1), "jobs": jobs, "threads": threads,
+              "seeds": sorted({int(p.name.rsplit("_s", 1)[1]) for p in points if "_s" in p.name}), "quick": quick, "torch": torch.__version__}
     (folder / "lesson.json").write_text(json.dumps(record, indent=2) + "\n")
     return folder / "report.md"
 
 
-def teach(name, out=None, quick=False, jobs=2, progress=True):
-    """Run lesson NAME: its runs, its analysis, its figure and report; returns (report, folder)."""
+def reseed(points, seeds):
+    """The plan with its seeds replaced, in order (seed i of the plan -> seeds[i]); names end in _s<seed>."""
+    old = sorted({int(p.name.rsplit("_s", 1)[1]) for p in points if "_s" in p.name})
+    if len(seeds) < len(old):
+        from trainlab.config import ConfigError
+
+        raise ConfigError(f"--seeds: this lesson needs {len(old)} seeds, got {len(seeds)}")
+    swap = dict(zip(old, seeds))
+    found = []
+    for p in points:
+        head, seed = p.name.rsplit("_s", 1)
+        new = swap[int(seed)]
+        found.append(Point(f"{head}_s{new}", [f"trainer.seed={new}" if o == f"trainer.seed={seed}" else o
+                                              for o in p.overrides]))
+    return found
+
+
+def teach(name, out=None, quick=False, jobs=2, progress=True, seeds=None, threads=1):
+    """Run lesson NAME: its runs, its analysis, its figure and report; returns (report, folder). seeds: another seed
+    set than the lesson's (the stability check: a disjoint set must give the same verdicts); threads: torch threads
+    per run (the other half of the check)."""
     from trainlab.config import ConfigError
 
     module = lesson(name)
@@ -177,13 +197,13 @@ def teach(name, out=None, quick=False, jobs=2, progress=True):
         raise ConfigError(f"--out {folder} is not empty: a lesson writes into a new folder (trainlab never writes over "
                           "files it did not make)")
     folder.mkdir(parents=True, exist_ok=True)
-    points = module.plan(quick)
+    points = module.plan(quick) if seeds is None else reseed(module.plan(quick), seeds)
     t0 = time.perf_counter()
-    results = run_points(points, folder, jobs, progress)
+    results = run_points(points, folder, jobs, progress, threads)
     report = analyse(module, results, folder)
     if quick:  # a smoke run's numbers say nothing about the claim: the verdict must not read as evidence
         report.verdict = f"quick run (a smoke test, not the lesson's scale): {report.verdict}"
-    write_report(folder, module, report, points, time.perf_counter() - t0, jobs, quick)
+    write_report(folder, module, report, points, time.perf_counter() - t0, jobs, quick, threads)
     return report, folder
 
 
@@ -194,6 +214,9 @@ def main(argv):
                                                              "not the claim")
     parser.add_argument("--out", type=Path, help="a new (or empty) folder for its runs, figure and report")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (one torch thread each)")
+    parser.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")],
+                        help="another seed set (comma-separated), e.g. for a stability check")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     args = parser.parse_args(argv)
     from rich.markup import escape
 
@@ -215,7 +238,7 @@ def main(argv):
         print(f"trainlab lesson: error: --jobs {args.jobs}: must be >= 1", file=sys.stderr)
         return 2
     try:
-        report, folder = teach(args.name, args.out, args.quick, args.jobs)
+        report, folder = teach(args.name, args.out, args.quick, args.jobs, seeds=args.seeds, threads=args.threads)
     except ConfigError as exc:
         print(f"trainlab lesson: error: {exc}", file=sys.stderr)
         return 2

@@ -46,6 +46,16 @@ def final(summary, key):
     return (summary.get("final") or {}).get(key)
 
 
+def per_seed(results, value, group=lambda name: name.rsplit("_s", 1)[0]):
+    """{setting: [value(name, summary) for each seed, in seed order]}: run names end in _s<seed>, so lists of two
+    settings pair seed by seed (what `difference` pairs). value: a final metric's key, or a function."""
+    get = (lambda n, s: final(s, value)) if isinstance(value, str) else value
+    found = {}
+    for name in sorted(results, key=lambda n: (group(n), int(n.rsplit("_s", 1)[1]))):
+        found.setdefault(group(name), []).append(get(name, results[name]))
+    return found
+
+
 def mean(values):
     values = [v for v in values if v is not None]
     return statistics.fmean(values) if values else None
@@ -101,7 +111,7 @@ class Claim:
     effect: float | None
     half: float | None
     threshold: float
-    kind: str  # "more": effect >= threshold; "same": |effect| <= threshold (an indifference claim)
+    kind: str  # "more": effect >= threshold; "less": effect <= threshold; "same": |effect| <= threshold
     verdict: str = ""
     unit: str = ""
 
@@ -113,18 +123,21 @@ class Claim:
         if self.effect is None:
             return f"no number: {self.verdict}"
         half = "?" if self.half is None else f"{self.half:.{digits}g}"
-        need = f">= {self.threshold:g}" if self.kind == "more" else f"within ±{self.threshold:g}"
+        need = {"more": ">= ", "less": "<= ", "same": "within ±"}[self.kind] + f"{self.threshold:.3g}"
         return f"{self.effect:+.{digits}g} ± {half}{self.unit} (needs {need}): {self.verdict}"
 
 
 def rule(effect, half, threshold, kind="more"):
     """The verdict rule of every lesson (docs/notes/lessons.md): an effect counts only when it is at least twice its 95 %
-    half-width; then 'more' claims need effect >= threshold and 'same' claims need the whole interval within
-    ±threshold. One seed (half unknown) never counts as reproduced."""
+    half-width; then 'more' claims need effect >= threshold ('less': <=) and 'same' claims need the whole interval
+    within ±threshold. One seed (half unknown) never counts as reproduced; a deterministic study (full batch, one
+    data set) states half 0."""
     if effect is None or not math.isfinite(effect):
         return NOT
     if half is None:
         return NOISE
+    if kind == "less":  # the mirror of "more"
+        return rule(-effect, half, -threshold, "more")
     if kind == "same":
         if abs(effect) + half <= threshold:
             return REPRODUCED
@@ -162,6 +175,12 @@ def claims_table(claims):
     """The markdown table of sub-claims a report and the gallery show."""
     return table(["sub-claim", "effect ± 95 % interval", "verdict"],
                  [[c.text, c.line().rsplit(": ", 1)[0], f"**{c.verdict}**"] for c in claims])
+
+
+def ci(values, digits=3):
+    """'0.912 ± 0.004': the mean and the 95 % half-width over the seeds ('-' when none has a number)."""
+    m, h = interval(values)
+    return "-" if m is None else f"{m:.{digits}f}" + ("" if h is None else f" ± {h:.{digits}f}")
 
 
 def geomean(values):
@@ -215,6 +234,7 @@ class Panel:
     bars: bool = False
     hlines: list = field(default_factory=list)  # [(label, y, style)]: references such as an optimal loss
     vlines: list = field(default_factory=list)  # [(label, x, style)]: a condition in time (warmup's end)
+    xticks: tuple = ()  # (positions, labels): categories drawn as points at numeric positions (offset per series)
 
 
 def _draw(ax, panel):
@@ -234,8 +254,17 @@ def _draw(ax, panel):
                 ax.plot(xs, ys, label=label, **({"marker": "o"} | style))
     for label, y, style in panel.hlines:
         ax.axhline(y, label=label, **({"color": "grey", "linestyle": ":"} | style))
+    if panel.xticks:
+        ax.set_xticks(*panel.xticks)
+        ax.set_xlim(min(panel.xticks[0]) - 0.5, max(panel.xticks[0]) + 0.5)
     for label, x, style in panel.vlines:
         ax.axvline(x, label=label, **({"color": "grey", "linestyle": "--", "linewidth": 1} | style))
+
+
+def categories(names, series):
+    """(x positions per series, xticks) to draw SERIES side by side at each of NAMES as points: offsets of 0.15."""
+    offsets = [(i - (series - 1) / 2) * 0.15 for i in range(series)]
+    return [[j + o for j in range(len(names))] for o in offsets], (list(range(len(names))), list(names))
 
 
 def figure(path, panels, title, size=(7.5, 4.2), legend_below=False, sharey=False):

@@ -2,8 +2,10 @@
 the std of each Linear layer's output and the RMS of the loss gradient with respect to it, layer 1 to layer 30.
 Xavier with gain 1 (Glorot's original) and He with torch's calculate_gain (sqrt 2 for ReLU, 5/3 for tanh), each
 under tanh and ReLU, torch's own default Linear init, and a too-large N(0, 1)."""
-from trainlab.lessons import Point, Report
-from trainlab.lessons.common import Panel, figure, geomean, table, verdict
+import math
+
+from trainlab.lessons import Point
+from trainlab.lessons.common import Panel, figure, geomean, ci, more, rule_title, same, table
 from trainlab.runs.health import depth_series, passes
 
 TITLE = "Initialization vs depth: which init keeps the signal through 30 layers"
@@ -20,6 +22,11 @@ PAIRS = {  # name -> (label with the gain stated, overrides)
     "normal1_tanh": ("N(0, 1) + tanh", ["init=normal", "init.std=1.0", "model.activation=tanh"]),
 }
 SEEDS = (0, 1, 2)
+SETUP = [("model", f"MLP, depth {DEPTH}, width {WIDTH}, no norm", "deep enough that a per-layer factor compounds"),
+         ("init.gain", "1.0 for Xavier (Glorot's own); He: calculate_gain (sqrt 2 ReLU, 5/3 tanh)",
+          "the gain is the whole difference between the two on square layers"),
+         ("steps", "1 (one health pass at step 0)", "the claim is about initialization"),
+         ("seeds", ", ".join(map(str, SEEDS)), "the ratios are over 30 layers: seeds agree closely")]
 
 
 def plan(quick):
@@ -41,38 +48,45 @@ def profiles(folder, results, name):
     return found
 
 
-def ratios(found):
-    """Geometric means over seeds of act_std(last)/act_std(1) and grad_rms(1)/grad_rms(last)."""
-    return (geomean([a[-1] / a[0] for a, _ in found if a[0]]), geomean([g[0] / g[-1] for _, g in found if g[-1]]))
-
-
-def analyse(results, folder, quick):
+def numbers(results, folder):
+    """Per pair: per seed, log10 of act_std(last)/act_std(1) and of grad_rms(1)/grad_rms(last); and the profiles'
+    geometric means for the figure."""
     names = [n for n in PAIRS if any(r.rsplit("_s", 1)[0] == n for r in results)]
     prof = {n: profiles(folder, results, n) for n in names}
-    act_ratio, grad_ratio = {}, {}
-    for n in names:
-        act_ratio[n], grad_ratio[n] = ratios(prof[n])
-    depth = len(prof[names[0]][0][0])
-    lines = [[(PAIRS[n][0], list(range(1, depth + 1)), [geomean(col) for col in zip(*(p[i] for p in prof[n]))],
-               {"marker": ".", "color": f"C{c}"}) for c, n in enumerate(names)] for i in (0, 1)]
-    fig = figure(folder / "init.png", [
+    log_act = {n: [math.log10(a[-1] / a[0]) if a[0] else None for a, _ in prof[n]] for n in names}
+    log_grad = {n: [math.log10(g[0] / g[-1]) if g[-1] else None for _, g in prof[n]] for n in names}
+    curves = {n: [[geomean(col) for col in zip(*(p[i] for p in prof[n]))] for i in (0, 1)] for n in names}
+    return {"log_act": log_act, "log_grad": log_grad, "depth": len(prof[names[0]][0][0]), "curves": curves}
+
+
+def judge(n):
+    depth = n["depth"]
+    return [
+        same("he_steady", f"He (gain sqrt 2) + ReLU: layer-{depth} activation std within 3x of layer 1's",
+             n["log_act"]["he_relu"], [0.0] * len(n["log_act"]["he_relu"]), math.log10(3), unit=" decades"),
+        more("xavier_vanishes", f"Xavier (gain 1) + ReLU: the activation std loses >= 100x by layer {depth} "
+             "(2^-15 in theory: half the variance per layer)", [-v for v in n["log_act"]["xavier1_relu"]], None, 2.0,
+             unit=" decades"),
+        more("normal_explodes", f"N(0, 1) + tanh: the gradient grows >= 100x from layer {depth} back to layer 1",
+             n["log_grad"]["normal1_tanh"], None, 2.0, unit=" decades")]
+
+
+def draw(n, claims, folder):
+    names, depth = list(n["curves"]), n["depth"]
+    lines = [[(PAIRS[name][0], list(range(1, depth + 1)), n["curves"][name][i], {"marker": ".", "color": f"C{c}"})
+              for c, name in enumerate(names)] for i in (0, 1)]
+    return figure(folder / "init.png", [
         Panel("activation std (Linear output)", "layer (input to output)", "std at step 0", lines[0], logy=True),
         Panel("gradient RMS w.r.t. Linear output", "layer (input to output)", "RMS at step 0", lines[1], logy=True)],
-        f"{DEPTH if not quick else depth}-layer MLP, width {WIDTH}, at initialization (geometric mean over seeds)",
-        size=(7.5, 5.2), legend_below=True)
-    he, xav, big = act_ratio["he_relu"], act_ratio["xavier1_relu"], grad_ratio["normal1_tanh"]
-    ok = 1 / 3 <= he <= 3 and xav <= 1e-2 and big >= 1e2
-    yes = (f"He+ReLU keeps layer-{depth} activation std at {he:.2f}x layer 1's (within 3x) while Xavier(gain 1)+ReLU "
-           f"keeps {xav:.1e}x (loses >= 100x); under N(0,1)+tanh the gradient at layer 1 is {big:.1e}x layer "
-           f"{depth}'s (explodes >= 100x toward the input)")
-    body = ("Ratios at step 0, geometric mean over seeds " + ", ".join(map(str, SEEDS[:1] if quick else SEEDS)) +
-            f"; act: std of layer {depth}'s output / layer 1's; grad: RMS of the gradient at layer 1 / at layer "
-            f"{depth} (> 1: grows toward the input):\n\n" +
-            table(["init + activation", "act ratio", "grad ratio"],
-                  [[PAIRS[n][0], f"{act_ratio[n]:.2e}", f"{grad_ratio[n]:.2e}"] for n in names]) +
+        rule_title(f"{depth}-layer MLP, width {WIDTH}, at initialization: He keeps the signal, Xavier (gain 1) "
+                   "loses it under ReLU", claims), size=(7.5, 5.4), legend_below=True, sharey=True)
+
+
+def details(n):
+    return ("Per init, log10 of the ratios at step 0 (mean ± 95 % half-width over seeds); act: std of layer "
+            f"{n['depth']}'s output / layer 1's; grad: RMS of the gradient at layer 1 / at layer {n['depth']} (> 0: "
+            "grows toward the input):\n\n" +
+            table(["init + activation", "log10 act ratio", "log10 grad ratio"],
+                  [[PAIRS[name][0], ci(n["log_act"][name], 2), ci(n["log_grad"][name], 2)] for name in n["log_act"]]) +
             "\n\nXavier and He agree for square 64x64 layers except in the gain; the difference of gain 1 and sqrt 2 "
             "per layer is 2x in variance, 2^30 over 30 layers.")
-    no = (f"layer-{depth} / layer-1 activation std: He+ReLU {he:.2f}x (wanted within 3x), Xavier(gain 1)+ReLU "
-          f"{xav:.1e}x (wanted <= 1e-2); N(0,1)+tanh gradient layer 1 / layer {depth}: {big:.1e}x (wanted >= 1e2)")
-    return Report(verdict(ok, yes, no), ok, body, fig,
-                  {"act_ratio": act_ratio, "grad_ratio": grad_ratio, "depth": depth})

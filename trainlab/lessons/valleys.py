@@ -4,8 +4,8 @@ lr and momentum for the momentum methods): steps until the validation loss reach
 Theory (Polyak 1964; Nesterov 1983): tuned GD needs ~kappa steps, tuned momentum ~sqrt(kappa)."""
 import math
 
-from trainlab.lessons import Point, Report
-from trainlab.lessons.common import Panel, best_of, curve, data_meta, figure, settled, table, verdict
+from trainlab.lessons import Point
+from trainlab.lessons.common import Claim, Panel, best_of, curve, data_meta, figure, rule_title, settled, table
 
 TITLE = "Narrow valleys: GD needs ~kappa steps, momentum ~sqrt(kappa)"
 CLAIM = ("On an ill-conditioned quadratic, gradient descent at its best lr needs steps proportional to the condition "
@@ -23,6 +23,13 @@ BUDGET = {"sgd": {100: 1500, 1000: 6000}, "momentum": {100: 500, 1000: 1500}, "n
           "adam": {100: 1500, 1000: 6000}}  # max steps; a run that does not reach the target in it counts as never
 QUICK_STEPS = 20
 LABELS = {"sgd": "GD", "momentum": "heavy ball", "nesterov": "Nesterov", "adam": "Adam"}
+GD_SLOPE, MOMENTUM_SLOPE = 0.8, 0.65  # theory 1 and 0.5; margins for a grid of lr steps of ~sqrt 2 and two kappas
+SETUP = [("data", "quadratic, exact condition number kappa 100 and 1000, full batch", "the theory's setting"),
+         ("model", "linear (model.depth=0)", "the loss is exactly the quadratic"),
+         ("schedule", "constant", "the theory's step sizes are constant"),
+         ("clip", "none (trainlab's default clips at norm 1)", "clipping would change the step size"),
+         ("doctor", "off", "it would stop a run it thinks diverged"),
+         ("grids", "each optimizer its own lr (and momentum) grid", "compared tuned against tuned")]
 
 
 def name_of(opt, kappa, lr, m):
@@ -51,70 +58,97 @@ def present(results):
     return [o for o in GRIDS if any(n.startswith(f"{o}_k") for n in results)]
 
 
-def measure(results, folder, kappas):
-    """Per (optimizer, kappa): the best run (fewest steps until val_loss stays <= TARGET) and its steps, and the
-    first touch of the target (summary.json's steps_to_target) of that run."""
-    best = best_of(results, lambda n: tuple(n.split("_lr")[0].split("_k")),
-                   lambda n, s: settled(folder, n, "val_loss", TARGET))
-    opts = present(results)
-    chosen = {(o, k): best[o, str(k)][0] for o in opts for k in kappas}
-    steps = {(o, k): best[o, str(k)][1] for o in opts for k in kappas}
-    touch = {(o, k): results[chosen[o, k]]["steps_to_target"] if chosen[o, k] else None for o in opts for k in kappas}
-    return chosen, steps, touch
+def measure(results, folder, score):
+    """Per "opt@kappa": (the best run by SCORE(name, summary), its steps)."""
+    best = best_of(results, lambda n: tuple(n.split("_lr")[0].split("_k")), score)
+    return {f"{o}@{k}": best[o, k] for o, k in best}
 
 
-def slopes(steps, lo, hi):
-    """d log steps / d log kappa per optimizer (None where one of the two never settled)."""
-    return {o: math.log(steps[o, hi] / steps[o, lo]) / math.log(hi / lo) if steps[o, lo] and steps[o, hi] else None
-            for o in GRIDS if (o, lo) in steps}
-
-
-def draw(folder, kappas, chosen, steps, slope):
-    lo, hi = kappas
-    lines = [(f"{LABELS[o]} (slope {slope[o]:.2f})" if slope[o] is not None else f"{LABELS[o]} (did not settle)",
-              kappas, [steps[o, k] for k in kappas], {}) for o in slope]
-    for opt, label, power, style in (("sgd", "~kappa", 1.0, "--"), ("momentum", "~sqrt(kappa)", 0.5, ":")):
-        if steps[opt, lo]:
-            lines.append((label, kappas, [steps[opt, lo] * (k / lo) ** power for k in kappas],
-                          {"color": "grey", "linestyle": style, "marker": ""}))
-    return figure(folder / "valleys.png", [
-        Panel(f"steps until val_loss stays <= {TARGET:g}, best settings", "condition number kappa", "steps", lines,
-              logx=True, logy=True),
-        Panel(f"validation loss at kappa={hi}, best settings", "step", "val_loss", curves(folder, chosen, hi),
-              logy=True)], TITLE.split(":")[0])
-
-
-def analyse(results, folder, quick):
+def numbers(results, folder):
+    """Both metrics, each at its own best setting: 'settled' (the first step from which val_loss stays <= TARGET:
+    how long until the optimizer is done) and 'touch' (summary.json's steps_to_target, the first step at or below
+    it: how soon it gets there at all); and the two best runs' curves at the larger kappa."""
     kappas = sorted({int(n.split("_k")[1].split("_")[0]) for n in results})
-    lo, hi = kappas
-    chosen, steps, touch = measure(results, folder, kappas)
-    slope = slopes(steps, lo, hi)
-    fig = draw(folder, kappas, chosen, steps, slope)
-    ok = all(slope.get(o) is not None for o in ("sgd", "momentum", "nesterov")) and slope["sgd"] >= 0.8 and \
-        max(slope["momentum"], slope["nesterov"]) <= 0.65 and steps["sgd", hi] >= 3 * steps["momentum", hi]
-    said = "; ".join(f"{LABELS[o]} {fmt(steps[o, lo])} -> {fmt(steps[o, hi])} steps (slope "
-                     f"{'-' if slope[o] is None else f'{slope[o]:.2f}'})" for o in slope)
-    yes = f"from kappa {lo} to {hi}: {said}; GD's slope >= 0.8, the momentum methods' <= 0.65"
+    settle = measure(results, folder, lambda n, s: settled(folder, n, "val_loss", TARGET))
+    touch = measure(results, folder, lambda n, s: s["steps_to_target"])
     meta = {k: data_meta("data=quadratic", f"data.condition={k}") for k in kappas}
-    rows = [[LABELS[o], *(fmt(steps[o, k]) for k in kappas), *(fmt(touch[o, k]) for k in kappas),
-             " / ".join(setting(chosen[o, k]) + edge(o, chosen[o, k]) for k in kappas),
-             "-" if slope[o] is None else f"{slope[o]:.2f}"] for o in slope]
-    body = (f"Steps until the validation loss stays <= {TARGET:g} (at every later evaluation) at each optimizer's "
-            "best setting; 'first touch' is summary.json's steps_to_target of that run (trainer.target), which an "
-            "oscillating optimizer reaches long before it settles. Slope: d log steps / d log kappa (theory: 1 for "
-            "GD, 0.5 for tuned momentum):\n\n" +
-            table(["optimizer", *(f"kappa {k}" for k in kappas), *(f"first touch {k}" for k in kappas),
-                   "best setting " + " / ".join(map(str, kappas)), "slope"], rows) +
+    return {"kappas": kappas, "settled": {k: v[1] for k, v in settle.items()},
+            "settled_best": {k: v[0] for k, v in settle.items()}, "touch": {k: v[1] for k, v in touch.items()},
+            "touch_best": {k: v[0] for k, v in touch.items()},
+            "lipschitz": {str(k): meta[k]["hessian_max"] for k in kappas},
+            "curves": {f"{metric}:{o}": curve(folder, best[f"{o}@{kappas[-1]}"], "val_loss")
+                       for metric, best in (("settled", {k: v[0] for k, v in settle.items()}),
+                                            ("touch", {k: v[0] for k, v in touch.items()}))
+                       for o in present(results) if best.get(f"{o}@{kappas[-1]}")}}
+
+
+def slope(steps, opt, lo, hi):
+    """d log steps / d log kappa (None where one of the two never got there)."""
+    a, b = steps.get(f"{opt}@{lo}"), steps.get(f"{opt}@{hi}")
+    return math.log(b / a) / math.log(hi / lo) if a and b else None
+
+
+def judge(n):
+    """Deterministic: full-batch gradients on one fixed quadratic, so a setting's steps do not vary with noise (half
+    0); the grid's resolution (lr steps of ~sqrt 2) is the real uncertainty, hence the margins 0.8 and 0.65."""
+    lo, hi = n["kappas"]
+    s = {o: slope(n["settled"], o, lo, hi) for o in GRIDS if f"{o}@{lo}" in n["settled"]}
+    claims = [Claim("gd_kappa", f"GD (best lr): steps until settled grow like kappa (slope >= {GD_SLOPE})", s["sgd"],
+                    0.0, GD_SLOPE, "more")]
+    for o in ("momentum", "nesterov"):
+        if o in s:
+            claims.append(Claim(f"{o}_sqrt", f"{LABELS[o]} (best lr, momentum): like sqrt(kappa) (slope <= "
+                                f"{MOMENTUM_SLOPE})", s[o], 0.0, MOMENTUM_SLOPE, "less"))
+    return claims
+
+
+def draw(n, claims, folder):
+    lo, hi = n["kappas"]
+    opts = [o for o in GRIDS if f"{o}@{lo}" in n["settled"]]
+    lines = []
+    for i, o in enumerate(opts):
+        for metric, style in (("settled", "-"), ("touch", ":")):
+            lines.append((f"{LABELS[o]}, {'settled' if metric == 'settled' else 'first touch'}", n["kappas"],
+                          [n[metric][f"{o}@{k}"] for k in n["kappas"]],
+                          {"color": f"C{i}", "linestyle": style, "marker": "o" if metric == "settled" else "x"}))
+    base = n["settled"].get(f"sgd@{lo}")
+    if base:
+        lines.append(("~kappa", n["kappas"], [base * k / lo for k in n["kappas"]],
+                      {"color": "grey", "linestyle": "--", "marker": ""}))
+    curves = [(f"{LABELS[o]}, best {'settled' if m == 'settled' else 'first touch'} ({setting(n[m + '_best'][f'{o}@{hi}'])})",
+               *n["curves"][f"{m}:{o}"], {"marker": "", "color": f"C{opts.index(o)}",
+                                         "linestyle": "-" if m == "settled" else ":"})
+              for m in ("settled", "touch") for o in opts if f"{m}:{o}" in n["curves"]]
+    return figure(folder / "valleys.png", [
+        Panel(f"steps to val_loss <= {TARGET:g} (solid: stays below; dotted: first touch)", "condition number kappa",
+              "steps (each at its own best setting)", lines, logx=True, logy=True),
+        Panel(f"validation loss at kappa={hi}", "step", "val_loss", curves, logy=True,
+              hlines=[(f"target {TARGET:g}", TARGET, {"color": "black"})])],
+        rule_title(TITLE, claims), size=(8.5, 5.4), legend_below=False)
+
+
+def details(n):
+    lo, hi = n["kappas"]
+    opts = [o for o in GRIDS if f"{o}@{lo}" in n["settled"]]
+    rows = [[LABELS[o], *(fmt(n["settled"][f"{o}@{k}"]) for k in n["kappas"]),
+             " / ".join(setting(n["settled_best"][f"{o}@{k}"]) + edge(o, n["settled_best"][f"{o}@{k}"])
+                        for k in n["kappas"]),
+             *(fmt(n["touch"][f"{o}@{k}"]) for k in n["kappas"]),
+             " / ".join(setting(n["touch_best"][f"{o}@{k}"]) + edge(o, n["touch_best"][f"{o}@{k}"])
+                        for k in n["kappas"]),
+             "-" if slope(n["settled"], o, lo, hi) is None else f"{slope(n['settled'], o, lo, hi):.2f}"] for o in opts]
+    return ("Two questions, two metrics, each at its own best setting. **Settled**: the first step from which the "
+            f"validation loss stays <= {TARGET:g} at every later evaluation (how long until the optimizer is done: "
+            "the theory's question). **First touch**: summary.json's steps_to_target, the first evaluation at or "
+            "below it (how soon it gets there at all; an oscillating optimizer, Adam at a large lr, touches long "
+            "before it settles). Slope: d log steps / d log kappa of 'settled' (theory: 1 for GD, 0.5 for tuned "
+            "momentum):\n\n" +
+            table(["optimizer", *(f"settled, kappa {k}" for k in n["kappas"]), "best setting",
+                   *(f"first touch, kappa {k}" for k in n["kappas"]), "best setting", "slope"], rows) +
             "\n\nThe grids (edge: the best is the smallest or largest value tried): " +
-            "; ".join(f"{LABELS[o]}: {grid_text(o)}, at most {BUDGET[o][hi] if not quick else QUICK_STEPS} steps at "
-                      f"kappa {hi}" for o in slope) +
-            ". Measured Hessian extremes (meta): " + ", ".join(
-                f"kappa {k}: L = {meta[k]['hessian_max']:.3g}, mu = {meta[k]['hessian_min']:.3g} (GD diverges above "
-                f"lr 2/L = {2 / meta[k]['hessian_max']:.3g})" for k in kappas) + ".")
-    return Report(verdict(ok, yes, f"from kappa {lo} to {hi}: {said}"), ok, body, fig,
-                  {"steps": {f"{o}@{k}": steps[o, k] for o in slope for k in kappas}, "slope": slope,
-                   "first_touch": {f"{o}@{k}": touch[o, k] for o in slope for k in kappas},
-                   "best": {f"{o}@{k}": chosen[o, k] for o in slope for k in kappas}})
+            "; ".join(f"{LABELS[o]}: {grid_text(o)}, at most {BUDGET[o].get(hi, QUICK_STEPS)} steps at kappa {hi}" for o in opts) +
+            ". GD diverges above lr 2/L: " + ", ".join(f"kappa {k}: L = {n['lipschitz'][str(k)]:.3g}, 2/L = "
+                                                       f"{2 / n['lipschitz'][str(k)]:.3g}" for k in n["kappas"]) + ".")
 
 
 def edge(opt, name):
@@ -125,15 +159,6 @@ def edge(opt, name):
     m = float(name.split("_m")[1]) if "_m" in name else None
     lrs, moms = [x for x, _ in GRIDS[opt]], [y for _, y in GRIDS[opt] if y is not None]
     return " (edge)" if lr in (min(lrs), max(lrs)) or (m is not None and m in (min(moms), max(moms))) else ""
-
-
-def curves(folder, chosen, kappa):
-    found = []
-    for opt in GRIDS:
-        if chosen.get((opt, kappa)):
-            xs, ys = curve(folder, chosen[opt, kappa], "val_loss")
-            found.append((f"{LABELS[opt]} ({setting(chosen[opt, kappa])})", xs, ys, {"marker": ""}))
-    return found
 
 
 def setting(name):
