@@ -246,3 +246,27 @@ def test_checksums_are_written_beside_each_checkpoint_and_rotated_with_it(tmp_pa
     assert (run / "checkpoints" / "step-00000100.pt.sha256").read_text().split()[0] == \
         hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert oct(os.stat(run / "summary.json").st_mode & 0o777) != "0o600"  # readable like any file the user makes
+
+
+def test_a_killed_search_continues_its_trial_from_the_checkpoint_and_ends_with_the_trials_asked_for(tmp_path):
+    import signal
+
+    study = tmp_path / "study"
+    args = [sys.executable, "-m", "trainlab", "search", "--trials", "2", "--dir", str(study),
+            "optimizer.lr=loguniform(1e-3,1e-2)", "trainer.max_steps=400", "trainer.ckpt_every=20",
+            "trainer.threads=1", "trainer.progress=false", "doctor.health_every=0"]
+    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    deadline = time.time() + 180
+    while not list(study.glob("0_*/checkpoints/step-*.pt")) and time.time() < deadline:
+        time.sleep(0.1)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed = next(study.glob("0_*"))
+    assert not (killed / "summary.json").exists()
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"continues {killed}" in result.stderr
+    assert "2 complete" in result.stdout
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["resumed_from"].startswith(str(killed / "checkpoints"))
+    assert len(list(study.glob("*_optimizer.lr=*"))) == 2  # the same directory, not a new one for the old trial

@@ -3,7 +3,8 @@
     trainlab search --trials 20 'optimizer.lr=loguniform(1e-4,1e-1)' 'optimizer=choice(sgd,adamw)' trainer.seed=1
 
 The study lives in DIR/study.db (SQLite): run the same command with --dir DIR to resume an interrupted search (the
-sampler continues, it does not repeat the first trials). Each trial is an ordinary run directory in DIR, so
+sampler continues, it does not repeat the first trials; the trial a kill or Ctrl-C stopped continues from its
+checkpoint, in its directory, so the study ends with the trials asked for). Each trial is an ordinary run directory in DIR, so
 `trainlab compare DIR` ranks them. A trial that diverges, or that the doctor finds hopeless (its verdict is final:
 non-finite, or still at chance where healthy runs have learned), is stopped and recorded as pruned; one that fails
 is recorded as failed: neither is ever scored.
@@ -108,6 +109,27 @@ def foreign_study(study_dir):
     return None if "studies" in tables else f"--dir {study_dir}: its study.db is not an Optuna study; choose another"
 
 
+def unfinished_trials(study):
+    """Trials that a kill or Ctrl-C stopped (not an error of their own): the latest trial of their run directory
+    failed, the directory holds a checkpoint and no final summary. Each is run again from its checkpoint."""
+    from optuna.trial import TrialState
+
+    from trainlab.runs.sweep import read_summary
+
+    latest = {}  # run directory -> the last trial that ran in it (or is queued to)
+    for trial in study.trials:
+        run_dir = trial.user_attrs.get("run_dir") or trial.user_attrs.get("resume_dir")
+        if run_dir:
+            latest[run_dir] = trial
+    out = []
+    for run_dir, trial in latest.items():
+        if trial.state != TrialState.FAIL or not any((Path(run_dir) / "checkpoints").glob("step-*.pt")):
+            continue
+        if (read_summary(run_dir) or {}).get("status") in (None, "interrupted"):
+            out.append(trial)
+    return out
+
+
 def main(argv):
     parser = argparse.ArgumentParser(prog="trainlab search", description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20, help="total trials wanted, pruned ones included (a resumed "
@@ -145,9 +167,13 @@ def main(argv):
     storage = f"sqlite:///{study_dir / 'study.db'}"
     study = optuna.create_study(study_name="trainlab", storage=storage, load_if_exists=True,
                                 direction="maximize" if objective == "val_acc" else "minimize")
-    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by an interrupted search
+    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by a killed search
         study._storage.set_trial_state_values(stale._trial_id, state=TrialState.FAIL)
+    resumed = unfinished_trials(study)
+    for trial in resumed:  # the trial a killed or interrupted search was in: continued from its checkpoint
+        study.enqueue_trial(trial.params, user_attrs={"resume_dir": trial.user_attrs["run_dir"]})
     before = len(study.trials)
+    counted = len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)))
     seed = ns.seed + before  # a resumed search draws new points, not the first trials' again
     study.sampler = optuna.samplers.TPESampler(seed=seed) if ns.sampler == "tpe" else \
         optuna.samplers.RandomSampler(seed=seed)
@@ -157,11 +183,19 @@ def main(argv):
         sampled = suggest(trial, spaces)
         overrides = fixed + [f"{k}={v}" for k, v in sampled.items()]
         name = ",".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sampled.items())
-        run_dir = study_dir / f"{trial.number}_{safe_name(name)}"  # named by what was sampled, like a multirun job
-        (run_dir / ".hydra").mkdir(parents=True)  # a new trial number: a directory that exists is not ours
-        (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-        cfg = compose_config(overrides)  # checked at the corners; a value inside a space is valid too
+        if trial.user_attrs.get("resume_dir"):  # the same parameters, the same directory, from its checkpoint
+            run_dir = Path(trial.user_attrs["resume_dir"])
+            print(f"trainlab search: trial {trial.number} continues {run_dir}", file=sys.stderr)
+            cfg = compose_config(overrides + ["trainer.resume=auto"])
+        else:
+            run_dir = study_dir / f"{trial.number}_{safe_name(name)}"  # named by what was sampled, like a job
+            (run_dir / ".hydra").mkdir(parents=True)  # a new trial number: a directory that exists is not ours
+            (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+            cfg = compose_config(overrides)  # checked at the corners; a value inside a space is valid too
+        trial.set_user_attr("run_dir", str(run_dir))
         summary = run(cfg, run_dir, trial=None if ns.no_prune else trial)  # the loop asks the doctor each eval
+        if summary["status"] == "interrupted":  # Ctrl-C / SIGTERM: checkpointed; the next search continues it
+            raise KeyboardInterrupt
         value = summary["objective"]["value"]
         if summary["status"] != "completed" or value is None:
             saved["steps"] += summary["max_steps"] - summary["steps"]
@@ -171,9 +205,9 @@ def main(argv):
             raise optuna.TrialPruned(reason)
         return value
 
-    if before < ns.trials:
+    if counted < ns.trials:
         try:
-            study.optimize(trial_fn, n_trials=ns.trials - before, catch=(Exception,))
+            study.optimize(trial_fn, n_trials=ns.trials - counted, catch=(Exception,))
         except KeyboardInterrupt:
             print(f"trainlab search: interrupted; resume with --dir {study_dir}", file=sys.stderr)
             return 130
