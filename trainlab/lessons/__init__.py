@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 NAMES = ("valleys", "init", "batchnorm", "warmup", "clipping", "overfitting", "adam_vs_sgd", "calibration",
-         "lion_grokking", "ablation", "processes", "adam_coordinates", "adaptive_generalization",
-         "first_aid")
+         "lion", "grokking", "ablation", "processes", "adam_coordinates", "adaptive_generalization",
+         "first_aid", "dropout", "batchnorm_modes")
 
 
 @dataclass
@@ -114,13 +114,12 @@ def _quiet_fd(on):
 
 def run_points(points, folder, jobs=2, progress=True, threads=1):
     """Every point, `jobs` at a time in worker processes; {name: summary}, and the run directories under folder."""
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from trainlab.console import console
-
-    import multiprocessing
 
     results = {}
     bar = Progress(TextColumn("[bold]runs"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeRemainingColumn(),

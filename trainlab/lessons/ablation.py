@@ -2,8 +2,8 @@
 weight decay 0.01, linear warmup + cosine, global-norm clipping at 1.0, dropout 0.1, He init), and the same loop
 with each decision removed in turn (plain SGD at its own default lr 0.1, a constant lr, no clipping, no dropout,
 torch's default init), over seeds; nothing is retuned after a removal."""
-from trainlab.lessons import Point, Report
-from trainlab.lessons.common import QUIET, Panel, figure, final, mean, pm, std, table, verdict
+from trainlab.lessons import Point
+from trainlab.lessons.common import QUIET, Panel, categories, ci, difference, figure, more, per_seed, rule_title, table
 
 TITLE = "Ablation: what each decision of the standard loop is worth"
 CLAIM = ("Every decision of the standard loop (AdamW, warmup + cosine, clipping at 1.0, dropout, He init) earns its "
@@ -21,9 +21,15 @@ REMOVALS = {  # name -> (label, {the decision's group: the overrides that replac
     "no_he": ("torch default init", {"init": ["init=default"]}),
 }
 DATA = ["data=digits", "model=mlp", "model.depth=3", "model.width=256"]
-STEPS = 1000
-SEEDS = (0, 1, 2)
-MARGIN = 0.002  # val_acc: a removal "costs" when the mean drops by more than this and more than the seeds' spread
+STEPS = 600  # digits' own default run length; 1000 steps x 3 seeds could not resolve the drops
+SEEDS = tuple(range(8))  # paired seed sd ~0.008: 8 seeds give a half-width ~0.007, 3 gave ~0.02 (a coin flip)
+MARGIN = 0.005  # val_acc: half a point of accuracy, a difference a practitioner would act on
+SETUP = [("loop", "AdamW lr 3e-3 wd 0.01, warmup + cosine, clip norm 1.0, dropout 0.1, He init", "the standard loop"),
+         ("removals", "one at a time: SGD lr 0.1 (its own default), constant lr, no clip, no dropout, torch init",
+          "nothing is retuned after a removal"),
+         ("model", "MLP 3 x 256 on digits", ""),
+         ("steps", str(STEPS), "digits' default run"),
+         ("seeds", f"{len(SEEDS)} (0-{len(SEEDS) - 1}), paired by seed", "enough for a ~0.007 half-width")]
 
 
 def plan(quick):
@@ -39,34 +45,37 @@ def loop(name):
     return [o for group, overrides in (STANDARD | REMOVALS[name][1]).items() for o in overrides]
 
 
-def analyse(results, folder, quick):
-    names = [n for n in REMOVALS if any(r.rsplit("_s", 1)[0] == n for r in results)]
-    stat = {n: {k: [final(s, k) for r, s in results.items() if r.rsplit("_s", 1)[0] == n]
-                for k in ("val_acc", "val_loss", "train_acc")} for n in names}
-    acc = {n: mean(stat[n]["val_acc"]) for n in names}
-    spread = {n: std(stat[n]["val_acc"]) for n in names}
-    drop = {n: acc["standard"] - acc[n] for n in names}
-    costs = {n: drop[n] > max(MARGIN, spread[n] + spread["standard"]) for n in names if n != "standard"}
-    labels = [REMOVALS[n][0] for n in names]
-    fig = figure(folder / "ablation.png", [
-        Panel("final validation accuracy (mean ± std over seeds)", "", "val_acc",
-              [("val_acc", labels, [acc[n] for n in names], {"yerr": [spread[n] for n in names]})], bars=True),
-        Panel("cost of the removal (standard - ablated)", "", "val_acc drop",
-              [("drop", labels[1:], [drop[n] for n in names[1:]], {"color": "C3"})], bars=True,
-              hlines=[(f"margin {MARGIN}", MARGIN, {})])], TITLE.split(":")[0], size=(8.5, 4.8))
-    ok = len(costs) == len(REMOVALS) - 1 and all(costs.values())
-    said = (f"standard loop val_acc {acc['standard']:.4f}; " +
-            "; ".join(f"{REMOVALS[n][0]}: {acc[n]:.4f} ({drop[n]:+.4f})" for n in names[1:]))
-    free = [REMOVALS[n][0] for n, c in costs.items() if not c]
-    no = said + (f"; removing these costs nothing measurable here: {', '.join(free)}" if free else "")
-    body = ("Final values, mean ± std over seeds " + ", ".join(map(str, (0,) if quick else SEEDS)) + "; drop = the "
-            "standard loop's val_acc minus the ablated one's:\n\n" +
-            table(["loop", "val_acc", "drop", "val NLL", "train_acc", "costs?"],
-                  [[REMOVALS[n][0], pm(stat[n]["val_acc"], 4), f"{drop[n]:+.4f}", pm(stat[n]["val_loss"]),
-                    pm(stat[n]["train_acc"]), "-" if n == "standard" else "yes" if costs[n] else "no"]
-                   for n in names]) +
-            f"\n\nA removal costs when the mean val_acc drops by more than {MARGIN} and by more than the two seed "
-            "standard deviations added. Reproduced means: every removal costs. On a small, easy problem most "
-            "decisions are insurance against failures (divergence, overfitting, bad signal propagation) that this "
-            "run does not meet.")
-    return Report(verdict(ok, said, no), ok, body, fig, {"val_acc": acc, "drop": drop, "costs": costs})
+def numbers(results, folder):
+    """Per loop, per seed: final val_acc, val NLL, train_acc."""
+    return {k: per_seed(results, k) for k in ("val_acc", "val_loss", "train_acc")}
+
+
+def judge(n):
+    acc = n["val_acc"]
+    return [more(name, f"{REMOVALS[name][0]}: val_acc drops by >= {MARGIN}", acc["standard"], acc[name], MARGIN) for name in REMOVALS if name != "standard" and name in acc]
+
+
+def draw(n, claims, folder):
+    names = [m for m in REMOVALS if m != "standard" and m in n["val_acc"]]
+    xs, ticks = categories([REMOVALS[m][0].replace(" ", "\n", 1) for m in names], 1)
+    drops = [difference(n["val_acc"]["standard"], n["val_acc"][m]) for m in names]
+    colors = {c.name: {"reproduced": "C2", "not reproduced": "C3"}.get(c.verdict, "grey") for c in claims}
+    lines = [(c.verdict, [x], [d[0]], {"yerr": [d[1]], "linestyle": "", "color": colors[m]})
+             for x, d, m, c in zip(xs[0], drops, names, claims)]
+    seen, unique = set(), []
+    for line in lines:  # one legend entry per verdict
+        unique.append((line[0] if line[0] not in seen else "_", *line[1:]))
+        seen.add(line[0])
+    return figure(folder / "ablation.png", [
+        Panel("cost of each removal: standard - ablated val_acc (paired by seed; mean, 95 % interval)", "",
+              "val_acc drop (> 0: the decision helps)", unique, xticks=ticks,
+              hlines=[("no effect", 0.0, {"color": "black", "linestyle": "-", "linewidth": 0.8}),
+                      (f"threshold {MARGIN}", MARGIN, {})])], rule_title(TITLE, claims), size=(11, 5.2))
+
+
+def details(n):
+    keys = ("val_acc", "val_loss", "train_acc")
+    return ("Final values, mean ± 95 % half-width over seeds:\n\n" +
+            table(["loop", *keys], [[REMOVALS[m][0], *(ci(n[k][m], 4) for k in keys)] for m in n["val_acc"]]) +
+            "\n\nOn a small, easy problem most decisions are insurance against failures (divergence, overfitting, "
+            "bad signal propagation) that this run does not meet: 'within noise' says the seeds cannot tell.")

@@ -15,8 +15,8 @@ EPOCHS = 4  # digits has 1437 training samples: 2874 steps at batch 2, 89 at bat
 SEEDS = (0, 1, 2, 3)  # 2 seeds left the LayerNorm indifference 'within noise' (t with 1 df is 12.7)
 DROP = 0.05  # BatchNorm's val_acc loss from batch 64 to 2: Wu & He's 11 points on ImageNet, halved for a 10-class task
 FLAT = 0.05  # a per-sample norm's change over the same range: 'indifferent' means less than BatchNorm's threshold
-SETUP = [("optimizer", "momentum (SGD, 0.9), lr 0.05 x batch/64", "Goyal et al.'s linear scaling: the same epochs "
-          "learn the same at every batch"),
+SETUP = [("optimizer", "momentum (SGD, 0.9), lr 0.05 x batch/64", ("Goyal et al.'s linear scaling: the same epochs "
+          "learn the same at every batch")),
          ("schedule", "cosine, no warmup", "trainlab's default warmup would be 50 of the 89 steps at batch 64"),
          ("steps", f"{EPOCHS} epochs at every batch size", "a fair budget: the same samples seen"),
          ("clip", "norm 1.0 (trainlab's default)", "kept: it does not shape the comparison"),

@@ -4,8 +4,19 @@ a wrong class (data.label_noise; validation labels stay clean), and 300 samples 
 (difficulty 1: no net can be sure there) with a 2 x 512 MLP, 1000 steps: expected calibration error (val_ece, 15
 bins) and mean top-class confidence (val_conf) against validation accuracy, over seeds (Mueller et al. 2019)."""
 from trainlab.lessons import Point
-from trainlab.lessons.common import QUIET, Panel, categories, ci, figure, interval, mean, more, per_seed, rule_title, \
-    table
+from trainlab.lessons.common import (
+    QUIET,
+    Panel,
+    categories,
+    ci,
+    figure,
+    interval,
+    mean,
+    more,
+    per_seed,
+    rule_title,
+    table,
+)
 
 TITLE = "Calibration: label smoothing lowers confidence; it helps ECE only where the net is overconfident"
 CLAIM = ("Label smoothing lowers a network's confidence; where the plain network is overconfident (confidence above "
@@ -40,7 +51,7 @@ def plan(quick):
 
 def numbers(results, folder):
     """Per setting and smoothing, per seed: final val_acc, val_conf, val_ece, val_loss."""
-    group = lambda name: name.rsplit("_s", 1)[0]  # noqa: E731 -- "blobs_ls0.1"
+    group = lambda name: name.rsplit("_s", 1)[0]
     return {k: per_seed(results, k, group) for k in ("val_acc", "val_conf", "val_ece", "val_loss")} | \
         {"eps": SMOOTH[1], "classes": CLASSES}
 

@@ -27,8 +27,8 @@ EVENTS = 1.0  # per run: at least one non-finite step or blow-up more without cl
 LOSS = 0.1  # nats: a final val loss 10 % of perplexity lower counts as "worse without clipping"
 SETUP = [("lr", "SGD lr 3 (RNN), momentum lr 1 (Transformer)", "aggressive on purpose: the claim is about such lrs"),
          ("clip", "none vs norm (max_norm 1.0)", "the comparison"),
-         ("warmup", "3 steps (schedule.warmup_steps=3), then cosine", "trainlab's 50-step warmup would hide the "
-          "early blow-ups"),
+         ("warmup", "3 steps (schedule.warmup_steps=3), then cosine", ("trainlab's 50-step warmup would hide the "
+          "early blow-ups")),
          ("trainer.on_nonfinite", "skip (count the step, go on)", "a non-finite step would otherwise end the run"),
          ("seeds", ", ".join(map(str, SEEDS)), "")]
 
@@ -57,7 +57,7 @@ def numbers(results, folder):
         v = final(summary, "val_loss")
         return v if v is not None and math.isfinite(v) else curve(folder, name, "train_loss")[1][0]
 
-    group = lambda name: name.rsplit("_s", 1)[0]  # noqa: E731 -- "rnn_none"
+    group = lambda name: name.rsplit("_s", 1)[0]
     return {"nonfinite": per_seed(results, lambda n, s: s["nonfinite"]["skipped"], group),
             "blowups": per_seed(results, lambda n, s: blowups(folder, n), group),
             "spikes": per_seed(results, lambda n, s: s["spikes"], group),

@@ -111,7 +111,8 @@ class Claim:
     effect: float | None
     half: float | None
     threshold: float
-    kind: str  # "more": effect >= threshold; "less": effect <= threshold; "same": |effect| <= threshold
+    kind: str  # "more": effect >= threshold; "less": <= threshold; "same": |effect| <= threshold; "atleast": the
+    # whole interval >= threshold (non-inferiority: "as well or better")
     verdict: str = ""
     unit: str = ""
 
@@ -123,7 +124,8 @@ class Claim:
         if self.effect is None:
             return f"no number: {self.verdict}"
         half = "?" if self.half is None else f"{self.half:.{digits}g}"
-        need = {"more": ">= ", "less": "<= ", "same": "within ±"}[self.kind] + f"{self.threshold:.3g}"
+        need = {"more": ">= ", "less": "<= ", "same": "within ±", "atleast": "interval >= "}[self.kind] + \
+            f"{self.threshold:.3g}"
         return f"{self.effect:+.{digits}g} ± {half}{self.unit} (needs {need}): {self.verdict}"
 
 
@@ -136,6 +138,8 @@ def rule(effect, half, threshold, kind="more"):
         return NOT
     if half is None:
         return NOISE
+    if kind == "atleast":
+        return REPRODUCED if effect - half >= threshold else NOT if effect + half < threshold else NOISE
     if kind == "less":  # the mirror of "more"
         return rule(-effect, half, -threshold, "more")
     if kind == "same":
@@ -235,6 +239,7 @@ class Panel:
     hlines: list = field(default_factory=list)  # [(label, y, style)]: references such as an optimal loss
     vlines: list = field(default_factory=list)  # [(label, x, style)]: a condition in time (warmup's end)
     xticks: tuple = ()  # (positions, labels): categories drawn as points at numeric positions (offset per series)
+    ylim: tuple = ()  # (bottom, top): a zoomed axis for small differences
 
 
 def _draw(ax, panel):
@@ -254,6 +259,8 @@ def _draw(ax, panel):
                 ax.plot(xs, ys, label=label, **({"marker": "o"} | style))
     for label, y, style in panel.hlines:
         ax.axhline(y, label=label, **({"color": "grey", "linestyle": ":"} | style))
+    if panel.ylim:
+        ax.set_ylim(*panel.ylim)
     if panel.xticks:
         ax.set_xticks(*panel.xticks)
         ax.set_xlim(min(panel.xticks[0]) - 0.5, max(panel.xticks[0]) + 0.5)

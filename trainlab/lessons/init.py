@@ -5,7 +5,7 @@ under tanh and ReLU, torch's own default Linear init, and a too-large N(0, 1).""
 import math
 
 from trainlab.lessons import Point
-from trainlab.lessons.common import Panel, figure, geomean, ci, more, rule_title, same, table
+from trainlab.lessons.common import Panel, ci, figure, geomean, more, rule_title, same, table
 from trainlab.runs.health import depth_series, passes
 
 TITLE = "Initialization vs depth: which init keeps the signal through 30 layers"

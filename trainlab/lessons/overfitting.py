@@ -2,8 +2,21 @@
 Gaussian blobs (700 more validate), AdamW for 1000 steps, without regularization and with dropout, weight decay or
 early stopping, each at its best strength of a small grid (by final validation NLL, mean over seeds: compared best
 against best); the train/validation accuracy gap and the validation NLL (val_loss)."""
-from trainlab.lessons import Point, Report
-from trainlab.lessons.common import QUIET, Panel, curve, figure, final, mean, pm, std, table, verdict
+from trainlab.lessons import Point
+from trainlab.lessons.common import (
+    QUIET,
+    Panel,
+    categories,
+    ci,
+    curve,
+    figure,
+    interval,
+    mean,
+    more,
+    per_seed,
+    rule_title,
+    table,
+)
 
 TITLE = "Overfitting: dropout, weight decay and early stopping on 300 samples"
 CLAIM = ("A large network memorizes a few hundred samples: training accuracy goes to 1 while the validation NLL "
@@ -21,6 +34,16 @@ CURES = {  # name -> (label, strength key, strengths, fixed overrides); weight d
 }
 STEPS, EVAL = 1000, 10
 SEEDS = (0, 1, 2)
+FIT, RISE = 0.98, 1.5  # memorized: train_acc near 1 and a final val NLL well above its best (Zhang et al. 2017)
+CUT = 0.2  # a cure "lowers the val NLL": by >= 20 % (paired by seed)
+SHRINK = 0.25  # a cure "shrinks the gap": by >= a quarter of the unregularized gap
+SETUP = [("data", "blobs: 300 training samples, 700 validation", "few samples, a large net: the memorizing regime"),
+         ("model", "MLP 2 x 512 (~0.27M weights)", ""),
+         ("optimizer", "AdamW lr 3e-3, weight decay 0 except the weight-decay cure", "one cure at a time"),
+         ("strengths", "dropout 0.1/0.3/0.5, decay 0.1/0.3/1/3, patience 1/3 evaluations", ("each cure at its best "
+          "(by mean final val NLL): compared best against best")),
+         ("trainer.objective", "val_loss", "early stopping watches the val NLL"),
+         ("seeds", ", ".join(map(str, SEEDS)), "")]
 
 
 def plan(quick):
@@ -36,60 +59,67 @@ def plan(quick):
     return points
 
 
-def best_strengths(results):
-    """Per cure: (its best setting's name, {metric: [per seed]}): the lowest mean final val NLL among settings whose
-    runs all completed."""
-    settings = {}
-    for name, summary in results.items():
-        settings.setdefault(name.rsplit("_s", 1)[0], []).append(summary)
-    chosen = {}
-    for setting, runs in settings.items():
-        stat = {k: [final(s, k) for s in runs] for k in ("train_acc", "val_acc", "val_loss")}
-        stat["gap"] = [t - v for t, v in zip(stat["train_acc"], stat["val_acc"]) if None not in (t, v)]
-        stat["best_val_loss"] = [s["best"].get("val_loss") for s in runs]
-        stat["ok"] = all(s["status"] == "completed" for s in runs) and None not in stat["val_loss"]
+def numbers(results, folder):
+    """Per setting, per seed: final train_acc, val_acc, val NLL and the best val NLL seen; per cure the setting with
+    the lowest mean final val NLL among those whose runs all completed; its seed-0 curve."""
+    stat = {k: per_seed(results, k) for k in ("train_acc", "val_acc", "val_loss")}
+    stat["best_val_loss"] = per_seed(results, lambda n, s: s["best"].get("val_loss"))
+    ok = per_seed(results, lambda n, s: s["status"] in ("completed", "stopped_early"))
+    best = {}
+    for setting, losses in stat["val_loss"].items():
         cure = setting.split("_")[0]
-        if stat["ok"] and (cure not in chosen or mean(stat["val_loss"]) < mean(chosen[cure][1]["val_loss"])):
-            chosen[cure] = (setting, stat)
-    return chosen, settings
+        if all(ok[setting]) and None not in losses and (cure not in best or
+                                                        mean(losses) < mean(stat["val_loss"][best[cure]])):
+            best[cure] = setting
+    return stat | {"best": best, "curves": {c: curve(folder, f"{s}_s0", "val_loss") for c, s in best.items()}}
 
 
-def analyse(results, folder, quick):
-    chosen, settings = best_strengths(results)
-    cures = [c for c in CURES if c in chosen]
-    m = {c: {k: mean(v) for k, v in chosen[c][1].items() if k != "ok"} for c in cures}
-    labels = [label(c, chosen[c][0]) for c in cures]
-    fig = figure(folder / "overfitting.png", [
+def gap(n, setting):
+    return [t - v for t, v in zip(n["train_acc"][setting], n["val_acc"][setting])]
+
+
+def judge(n):
+    none = n["best"]["none"]
+    rise = [f / b for f, b in zip(n["val_loss"][none], n["best_val_loss"][none])]
+    claims = [more("memorizes", f"unregularized: train_acc >= {FIT}", n["train_acc"][none], None, FIT),
+              more("nll_climbs", f"unregularized: the final val NLL is >= {RISE}x its best (it climbs)", rise, None,
+                   RISE, unit="x")]
+    for cure in ("dropout", "wd", "early"):
+        if cure not in n["best"]:
+            continue
+        s, text = n["best"][cure], label(cure, n["best"][cure])
+        cut = [1 - c / b for c, b in zip(n["val_loss"][s], n["val_loss"][none])]
+        claims += [more(f"{cure}_nll", f"{text}: val NLL >= {CUT:.0%} below the unregularized one", cut, None, CUT),
+                   more(f"{cure}_gap", f"{text}: the train/val accuracy gap >= {SHRINK:.0%} smaller",
+                        gap(n, none), gap(n, s), SHRINK * mean(gap(n, none)))]
+    return claims
+
+
+def draw(n, claims, folder):
+    cures = [c for c in CURES if c in n["best"]]
+    labels = [label(c, n["best"][c]) for c in cures]
+    xs, ticks = categories([t.replace(" ", "\n", 1) for t in labels], 1)
+    nll = [interval(n["val_loss"][n["best"][c]]) for c in cures]
+    gaps = [interval(gap(n, n["best"][c])) for c in cures]
+    point = {"linestyle": "", "color": "black"}
+    return figure(folder / "overfitting.png", [
         Panel("validation NLL, best strengths (seed 0)", "step", "val_loss",
-              [(label(c, chosen[c][0]), *curve(folder, f"{chosen[c][0]}_s0", "val_loss"), {"marker": ""})
-               for c in cures], logy=True),
-        Panel("final accuracy (mean over seeds)", "", "accuracy",
-              [(k, labels, [m[c][k] for c in cures], {"yerr": [std(chosen[c][1][k]) or 0.0 for c in cures]})
-               for k in ("train_acc", "val_acc")], bars=True)], TITLE.split(":")[0])
-    base = m["none"]
-    memorized = base["train_acc"] >= 0.98 and base["val_loss"] >= 1.5 * base["best_val_loss"]
-    cured = {c: m[c]["val_loss"] <= 0.8 * base["val_loss"] and m[c]["gap"] <= base["gap"] - 0.02
-             for c in cures if c != "none"}
-    ok = memorized and len(cured) == 3 and all(cured.values())
-    said = "; ".join(f"{label(c, chosen[c][0])}: gap {m[c]['gap']:.3f}, val NLL {m[c]['val_loss']:.3f}"
-                     for c in cures)
-    failed = [label(c, chosen[c][0]) for c, good in cured.items() if not good]
-    no = said + ("" if memorized else "; the unregularized net did not memorize (train_acc < 0.98 or its val NLL "
-                 "did not rise 1.5x above its best)") + (f"; not cured by: {', '.join(failed)}" if failed else "")
-    keys = ("train_acc", "val_acc", "gap", "val_loss", "best_val_loss")
-    body = ("Final values at each cure's best strength, mean ± std over seeds " +
-            ", ".join(map(str, SEEDS[:1] if quick else SEEDS)) + " (early stopping: at the step it stopped, it "
-            "does not restore the best weights; best val NLL: the lowest seen during the run):\n\n" +
-            table(["regularization", *keys], [[label(c, chosen[c][0]), *(pm(chosen[c][1][k]) for k in keys)]
-                                              for c in cures]) +
-            "\n\nEvery setting tried (final val NLL, mean over seeds):\n\n" +
-            table(["setting", "val NLL", "gap"],
-                  [[s, f"{mean([final(r, 'val_loss') for r in runs]):.3f}",
-                    f"{mean([final(r, 'train_acc') - final(r, 'val_acc') for r in runs]):.3f}"]
-                   for s, runs in settings.items()]) +
-            "\n\nReproduced means: the unregularized net reaches train_acc >= 0.98 with a final val NLL >= 1.5x its "
-            "best, and every cure ends with a val NLL <= 0.8x the unregularized one and a gap >= 0.02 smaller.")
-    return Report(verdict(ok, said, no), ok, body, fig, {"mean": m, "best": {c: chosen[c][0] for c in cures}})
+              [(label(c, n["best"][c]), *n["curves"][c], {"marker": ""}) for c in cures], logy=True),
+        Panel("final val NLL (mean, 95 % interval)", "", "val_loss", [("val NLL", xs[0], [m for m, _ in nll],
+                                                                       {"yerr": [h for _, h in nll]} | point)],
+              xticks=ticks),
+        Panel("train - val accuracy gap (zoomed)", "", "gap", [("gap", xs[0], [m for m, _ in gaps],
+                                                                {"yerr": [h for _, h in gaps]} | point)],
+              xticks=ticks)], rule_title(TITLE, claims), size=(6.5, 4.8))
+
+
+def details(n):
+    keys = ("train_acc", "val_acc", "val_loss", "best_val_loss")
+    return ("Final values, mean ± 95 % half-width over seeds, every setting tried (early stopping: at the step it "
+            "stopped, it does not restore the best weights; best val NLL: the lowest seen during the run); each "
+            "cure's best strength by mean final val NLL: " + ", ".join(f"{label(c, s)}" for c, s in n["best"].items()) +
+            "\n\n" + table(["setting", *keys, "gap"], [[s, *(ci(n[k][s]) for k in keys), ci(gap(n, s))]
+                                                     for s in n["val_loss"]]))
 
 
 def label(cure, setting):

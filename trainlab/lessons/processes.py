@@ -4,7 +4,19 @@
 DDP averages the gradients, not the batch statistics (SyncBatchNorm would, but trainlab uses it only on CUDA; the
 run prints a note). LayerNorm normalizes each sample alone, so the process count should not matter."""
 from trainlab.lessons import Point
-from trainlab.lessons.common import QUIET, Panel, categories, ci, figure, interval, more, per_seed, rule_title, same, table
+from trainlab.lessons.common import (
+    QUIET,
+    Panel,
+    categories,
+    ci,
+    figure,
+    interval,
+    more,
+    per_seed,
+    rule_title,
+    same,
+    table,
+)
 
 TITLE = "BatchNorm across processes: per-process statistics at a small per-process batch"
 CLAIM = ("Under data parallelism BatchNorm's statistics come from each process's share of the batch, so 2 processes "
@@ -34,7 +46,7 @@ def plan(quick):
 
 def numbers(results, folder):
     """Per norm and process count, per seed: final val_acc and val_loss, and what summary.json says ran."""
-    group = lambda name: name.rsplit("_s", 1)[0]  # noqa: E731 -- "batchnorm_p2"
+    group = lambda name: name.rsplit("_s", 1)[0]
     return {"val_acc": per_seed(results, "val_acc", group), "val_loss": per_seed(results, "val_loss", group),
             "processes": per_seed(results, lambda n, s: s.get("processes"), group)}
 

@@ -5,8 +5,20 @@ model does not either. Scaled down from their 6-12-layer translation models: 6 v
 data=markov (the next token depends on the one two back: only attention beats the previous-token loss), AdamW at
 lr 3e-3 held constant after the warmup (wsd with a 10 % cooldown for both arms), no clipping, 300 steps."""
 from trainlab.lessons import Point
-from trainlab.lessons.common import QUIET, Panel, categories, ci, curve, data_meta, figure, interval, more, per_seed, \
-    rule_title, table
+from trainlab.lessons.common import (
+    QUIET,
+    Panel,
+    categories,
+    ci,
+    curve,
+    data_meta,
+    figure,
+    interval,
+    more,
+    per_seed,
+    rule_title,
+    table,
+)
 
 TITLE = "Warmup: a deep post-LN Transformer needs it, pre-LN and shallow ones do not"
 CLAIM = ("At Adam's usual lr a deep post-LN Transformer trained without warmup stalls (here: at the loss of a model "
@@ -28,13 +40,13 @@ ARMS = {  # name -> (label, overrides)
 }
 SEEDS = (0, 1, 2)
 SHARE = 0.5  # "learns": closes at least half the gap between the previous-token loss and the optimum
-SETUP = [("model", "Transformer d_model 64, d_ff 128, 4 heads; 6 layers (2: the boundary)", "depth is what makes "
-          "post-LN need warmup"),
+SETUP = [("model", "Transformer d_model 64, d_ff 128, 4 heads; 6 layers (2: the boundary)", ("depth is what makes "
+          "post-LN need warmup")),
          ("data", "markov, 16 tokens, batch 32", "previous-token loss and optimum known exactly"),
-         ("optimizer", "AdamW lr 3e-3 (trainlab's default lr), weight decay 0.01", "the regime of the papers: Adam at "
-          "a full lr"),
-         ("schedule", f"wsd: warmup 0 or {WARMUP} steps, constant, 10 % cooldown", "the lr after the warmup is the "
-          "same in both arms: only the warmup differs"),
+         ("optimizer", "AdamW lr 3e-3 (trainlab's default lr), weight decay 0.01", ("the regime of the papers: Adam at "
+          "a full lr")),
+         ("schedule", f"wsd: warmup 0 or {WARMUP} steps, constant, 10 % cooldown", ("the lr after the warmup is the "
+          "same in both arms: only the warmup differs")),
          ("clip", "none (trainlab's default clips at norm 1)", "clipping is a second cure: it would hide the effect"),
          ("steps", str(STEPS), "the warmed-up model is near the optimum by step ~250"),
          ("seeds", ", ".join(map(str, SEEDS)), "")]
