@@ -10,7 +10,7 @@ from PIL import Image
 
 from trainlab.lessons import NAMES, lesson, teach
 
-MINE = ("adam_coordinates", "adaptive_generalization", "first_aid")
+MINE = ("adam_coordinates", "adaptive_generalization", "first_aid", "dropout", "batchnorm_modes")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "lessons"
 
 
@@ -109,6 +109,54 @@ def test_first_aid_verdict_moves_with_its_numbers():
     unknown = copy.deepcopy(n)  # a fix the lesson did not run cannot be scored: never "reproduced"
     unknown["doctor"]["nan"] = ["optimizer.lr=0.01"]
     assert _claim("first_aid", unknown, "doctor_nan").verdict == "not reproduced"
+
+
+def test_dropout_verdict_moves_with_its_numbers():
+    n = recorded("dropout")["numbers"]
+    assert _claim("dropout", n, "inverted_matches").verdict == "reproduced"
+    plain = copy.deepcopy(n)  # torch without its 1/(1-p): the train-mode mean is (1 - p) of the eval one
+    plain["ratio_inverted"] = list(n["ratio_plain"])
+    assert _claim("dropout", plain, "inverted_matches").verdict == "not reproduced"
+    apart = copy.deepcopy(n)  # the MC average 3 points above the eval pass: the eval pass no longer stands in for it
+    apart["mc"] = [v + 0.03 for v in n["eval"]]
+    assert _claim("dropout", apart, "mc_matches_eval").verdict == "not reproduced"
+
+
+def test_dropout_measurement_switch():
+    """The lesson's own switch: inverted=False reports the train-mode mean without torch's 1/(1-p)."""
+    import torch
+    from torch import nn
+
+    from trainlab.lessons.dropout import measure
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 4000), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4000, 3))
+    x, y = torch.randn(64, 8), torch.randint(3, (64,))
+    assert measure(model, x, y, 0)["ratio"] == pytest.approx(1.0, abs=0.02)
+    assert measure(model, x, y, 0, inverted=False)["ratio"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_batchnorm_modes_verdict_moves_with_its_numbers():
+    n = recorded("batchnorm_modes")["numbers"]
+    assert _claim("batchnorm_modes", n, "lagging_running_stats").verdict == "reproduced"
+    caught_up = copy.deepcopy(n)  # running statistics that caught up: eval mode scores as full-batch statistics do
+    caught_up["acc"]["0.001@eval"] = [v - 0.002 for v in n["acc"]["0.001@batch_full"]]
+    assert _claim("batchnorm_modes", caught_up, "lagging_running_stats").verdict == "not reproduced"
+
+
+def test_batchnorm_modes_scores_leave_the_running_statistics_alone():
+    import torch
+    from torch import nn
+
+    from trainlab.lessons.batchnorm_modes import scores
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+    before = model[1].running_mean.clone()
+    x, y = torch.randn(100, 4) * 3 + 1, torch.arange(100) % 3
+    found = scores(model, x, y, 0)
+    assert set(found) == {"eval", "batch_full", "batch_64", "batch_2", "one_class_32"}
+    assert torch.equal(model[1].running_mean, before)  # train-mode passes ran on a copy
 
 
 @pytest.mark.slow
