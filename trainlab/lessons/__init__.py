@@ -178,8 +178,8 @@ def reseed(points, seeds):
     for p in points:
         head, seed = p.name.rsplit("_s", 1)
         new = swap[int(seed)]
-        found.append(Point(f"{head}_s{new}", [f"trainer.seed={new}" if o == f"trainer.seed={seed}" else o
-                                              for o in p.overrides]))
+        found.append(Point(f"{head}_s{new}", [o.replace(f"={seed}", f"={new}") if o in (
+            f"trainer.seed={seed}", f"data.seed={seed}") else o for o in p.overrides]))  # data.seed: a lesson's problem
     return found
 
 
