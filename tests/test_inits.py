@@ -6,7 +6,10 @@ the one of the nonlinearity a layer's output goes into: 2 (relu), 25/9 (tanh), 1
 """
 import importlib.util
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,8 +50,10 @@ def var_fan_in(layer):
 
 
 @pytest.mark.parametrize("init,activation,expected_var", [
-    (node("xavier", distribution="normal"), "tanh", 25 / 9 * 2 / (400 + 300)),
-    (node("xavier", distribution="uniform"), "relu", 2 * 2 / (400 + 300)),
+    (node("xavier", distribution="normal"), "tanh", 2 / (400 + 300)),  # init=xavier: Glorot's gain 1 by default
+    (node("xavier", distribution="uniform"), "relu", 2 / (400 + 300)),
+    (node("xavier", gain="auto"), "tanh", 25 / 9 * 2 / (400 + 300)),  # auto: the activation's gain
+    (node("xavier", gain="auto", distribution="uniform"), "relu", 2 * 2 / (400 + 300)),
     (node("he", distribution="normal", mode="fan_in"), "relu", 2 / 400),
     (node("he", distribution="uniform", mode="fan_out"), "gelu", 2 / 300),
     (node("he", distribution="normal", mode="fan_in"), "tanh", 25 / 9 / 400),
@@ -112,7 +117,7 @@ def test_orthogonal_gives_orthonormal_rows_or_columns(n_in, n_out):
                                                   "head/sigmoid gates; weight_hh orthogonal; embeddings N(0, 0.02^2)")),
 ])
 def test_the_note_says_which_gain_went_where(model, activation, expected):
-    assert build_init(node("xavier"), activation)(model()) == expected
+    assert build_init(node("xavier", gain="auto"), activation)(model()) == expected
     set_by_user = build_init(node("he", gain=3, embed_std=0.1), activation)(model())
     assert set_by_user.startswith("gain 3 (init.gain) on ") and set_by_user.endswith(
         "N(0, 0.1^2)" if "embeddings" in expected else "head" if "body" in expected else "")
@@ -287,7 +292,7 @@ def test_recurrent_weights_per_gate(cell, name):
     torch.manual_seed(0)
     activation = "relu" if cell == "rnn" else "tanh"
     model = rnn(cell, hidden=256, activation=activation)
-    build_init(node(name), activation)(model)
+    build_init(node(name, **({"gain": "auto"} if name == "xavier" else {})), activation)(model)
     layer = model.layers[1]  # fan_in = hidden = 256
     for ih, hh, gate in zip(layer.weight_ih_l0.chunk(len(GATES[cell])), layer.weight_hh_l0.chunk(len(GATES[cell])),
                             GATES[cell]):
@@ -335,3 +340,19 @@ def test_mup_best_lr_transfers_across_widths():
     best = study.main(["--widths", "64", "1024", "--lrs", "1e-3", "3e-3", "1e-2", "3e-2", "--steps", "300"])
     assert best["mup"][64] == best["mup"][1024]  # measured: 1e-2 at both (seed 0)
     assert best["default"][1024] < best["default"][64]  # measured: 3e-2 -> 3e-3
+
+
+def test_xavier_is_glorots_gain_1_unless_auto_and_list_says_so():
+    """init=xavier is Var = 2/(fan_in + fan_out) (torch's xavier_normal_, gain 1) even under ReLU, where it halves the
+    variance per layer; init.gain=auto (accepted on the command line) asks for the activation's sqrt 2."""
+    assert compose_cfg("init=xavier")["init"]["gain"] == 1.0
+    assert compose_cfg("init=xavier", "init.gain=auto")["init"]["gain"] == "auto"
+    for gain, expected in ((None, 2 / (400 + 300)), ("auto", 2 * 2 / (400 + 300))):
+        torch.manual_seed(0)
+        model = two_layers(activation="relu")
+        build_init(compose_cfg("init=xavier", *([f"init.gain={gain}"] if gain else []))["init"], "relu")(model)
+        assert model[0].weight.var().item() == pytest.approx(expected, rel=0.03)
+    listed = subprocess.run([sys.executable, "-m", "trainlab", "list", "init"], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "COLUMNS": "200"})
+    row = " ".join(line for line in listed.stdout.splitlines() if "xavier" in line or "gain=1.0" in line)
+    assert "gain 1" in row and "init.gain=auto" in row and "gain=1.0" in row, listed.stdout

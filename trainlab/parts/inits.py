@@ -1,8 +1,9 @@
 """Weight initializations: INITS maps init.name to `fn(model, activation, **yaml keys) -> note`, run in place.
 
-Gain (xavier/he/orthogonal/mup): g = init.gain, or torch's calculate_gain(model.activation) when it is null, on each
-Linear whose output goes (through a norm at most) into the activation; 1 on the others (attention qkv, residual
-projections *.proj, the head), as the derivations assume (Glorot & Bengio 2010, He et al. 2015). Every option
+Gain (xavier/he/orthogonal/mup): g = init.gain, or torch's calculate_gain(model.activation) when it is null or auto,
+on each Linear whose output goes (through a norm at most) into the activation; 1 on the others (attention qkv, residual
+projections *.proj, the head), as the derivations assume (Glorot & Bengio 2010, He et al. 2015). init=xavier's
+gain is 1.0 unless asked (init.gain=auto): Glorot's Var = 2/(fan_in + fan_out), torch's xavier_normal_. Every option
 sets the embeddings (nn.Embedding weights and the Transformer's `pos`) to N(0, embed_std^2), GPT-2's 0.02 by default.
     note = build_init(cfg["init"], cfg["model"]["activation"])(model)   # the note says which gain went where
 """
@@ -239,7 +240,7 @@ def _check(node):
     gain = node.get("gain")  # only the options with a gain formula have the key
     if gain not in (None, "auto") and (isinstance(gain, bool) or not isinstance(gain, (int, float)) or
                                        not 0 < gain < math.inf):
-        raise ConfigError(f"init.gain={gain!r}: must be a number > 0, or null (from model.activation: "
+        raise ConfigError(f"init.gain={gain!r}: must be a number > 0, or null/auto (from model.activation: "
                           "calculate_gain, 1 where no activation follows)")
     if not 0 < node["embed_std"] < math.inf:
         raise ConfigError(f"init.embed_std={node['embed_std']!r}: must be a number > 0 (0.02 is GPT-2's)")
