@@ -71,8 +71,8 @@ RULES = {
     "dim": _count, "val_samples": _count, "length": (lambda v: v >= 2, "an integer >= 2"),
     "positive": (lambda v: 0.5 < v < 1, "a number in (0.5, 1) (the majority class's share)"),
     "vocab": (lambda v: v >= 2, "an integer >= 2"), "successors": _count,
-    "gain": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
-             "a number > 0, or null (from model.activation)"),
+    "gain": (lambda v: v == "auto" or isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+             "a number > 0, or null/auto (from model.activation)"),
     "ckpt_every": (lambda v: v >= 0, "an integer >= 0 (0 = never)"), "ckpt_keep": _count,
     "last_n": _count, "target": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and
                                  math.isfinite(v), "a finite number (or null: no target)"),
@@ -329,7 +329,7 @@ def validate(cfg):
 def _check_value(group, key, value, default):
     """One key's value against its default's type, its choices and its range; raise ConfigError if wrong."""
     full = f"{group}.{key}"
-    problem = _type_error(full, value, default)
+    problem = None if key == "gain" and value == "auto" else _type_error(full, value, default)  # init.gain=auto
     if problem:
         raise ConfigError(problem)
     if full in CHOICES and value not in CHOICES[full]:
