@@ -9,7 +9,8 @@ Each case is a list of overrides run through the real loop (trainlab.api.compose
 recall: a pathology counts as found when a finding of one of its expected kinds (or the verdict of that name) is a
 warning or an error. false alarm: a healthy case with any warning or error. repair: the FIRST fix of the verdict (or,
 when the verdict is "learned", of the expected finding), pasted after the case's overrides, gives a healthy run
-(verdict learned, no warning or error).
+(verdict learned, no warning or error); counted over the repairable cases (labels that carry no signal are not:
+there the doctor must offer no training fix).
 """
 import argparse
 import contextlib
@@ -52,16 +53,22 @@ EXPECT = {  # what the doctor must report for each provoked pathology
     "overfitting": ("overfitting",),
     "never_learns": ("did_not_learn",),
     "unnormalised_inputs": ("diverged", "nonfinite", "did_not_learn"),
+    "fp16_overflow": ("diverged", "nonfinite"),
+    "adam_eps": ("plateau", "did_not_learn"),
+    "labels_without_signal": ("smell", "did_not_learn"),
 }
 
 
 @dataclass
 class Case:
-    """One benchmark run: its label (a key of EXPECT, or "healthy"), its overrides, whether --fast runs it."""
+    """One benchmark run: its label (a key of EXPECT, or "healthy"), its overrides, whether --fast runs it, whether a
+    repair is possible (labels that carry no signal: no setting of the training repairs them, the doctor must say so
+    and offer no fix)."""
     label: str
     overrides: list
     fast: bool = False
     expect: tuple = field(default=())
+    repairable: bool = True
 
     def __post_init__(self):
         self.expect = self.expect or EXPECT.get(self.label, ())
@@ -134,6 +141,13 @@ CASES = [
     P("never_learns", [*TINY_T, *BLOBS, "optimizer.weight_decay=300"]),
     P("never_learns", [*RNN, *DIGITS, "optimizer.weight_decay=300"]),
     P("never_learns", [*DIGITS, "regularization=dropout", "regularization.dropout=0.99"]),
+    # --- issue 25: the first fix must follow the cause the doctor found
+    P("fp16_overflow", [*DIGITS, "precision=fp16", "model.depth=6", "init=normal", "init.std=0.5"]),  # step-0 forward
+    P("fp16_overflow", [*BLOBS, "precision=fp16", "model.depth=8", "model.width=128", "init=he", "init.gain=4"]),
+    P("adam_eps", [*DIGITS, "optimizer=adam", "optimizer.eps=1"]),  # SGD with lr / eps
+    P("adam_eps", [*BLOBS, "optimizer=adamw", "optimizer.eps=0.1"]),
+    Case("labels_without_signal", [*BLOBS, "data.label_noise=0.75"], repairable=False),  # 4 classes: 25 % each
+    Case("labels_without_signal", [*TINY_T, *BLOBS, "data.label_noise=0.8"], repairable=False),  # 20 % vs 27 %
 ]
 H = lambda *o, fast=False: Case("healthy", list(o), fast)  # noqa: E731
 CASES += [
@@ -155,6 +169,9 @@ CASES += [
     H(*TINY_T, *BLOBS, "model.norm_position=post"), H(*TINY_T, *BLOBS, "norm=rmsnorm"),
     H(*RNN, *DIGITS), H(*RNN, *MARKOV), H(*RNN, *DIGITS, "model.cell=gru"), H(*RNN, *BLOBS),
     H(*QUAD, "optimizer=sgd", "optimizer.lr=0.45"), H(*QUAD, "optimizer=momentum", "optimizer.lr=0.5"),
+    # issue 25's false alarms: mixup's loss swings with lambda; a Transformer plateaus, then takes off
+    H("data=digits", "trainer.max_steps=600", "regularization=mixup", "regularization.ema_decay=0.99"),
+    H("experiment=modular_addition", "trainer.max_steps=1500"),
 ]
 
 
@@ -169,7 +186,7 @@ HELDOUT = [
     P("batchnorm_tiny_batch", [*BLOBS, "model.depth=3", "norm=batchnorm", "data.batch_size=3"]),
     P("overfitting", ["data=blobs", "data.num_samples=150", "data.difficulty=0.8", "model.width=1024",
                       "optimizer.weight_decay=0.0", "schedule=constant", "trainer.max_steps=800", "trainer.eval_every=25"]),
-    P("never_learns", [*DIGITS, "data.label_noise=0.9"]),
+    Case("never_learns", [*DIGITS, "data.label_noise=0.9"], repairable=False),  # 10 % true, 10 % each other class
     P("exploding", [*BLOBS, "model.depth=16", "model.width=64", "optimizer=sgd", "schedule=constant", "init=xavier",
                     "init.gain=2.5"]),
     H(*DIGITS, "optimizer.lr=1e-3", "schedule=cosine", "norm=rmsnorm"), H(*RNN, *BLOBS, "model.cell=gru"),
@@ -267,6 +284,7 @@ def run_all(cases, workers):
                 rec["detected"] = hit is not None
                 rec["false_alarm"] = case.label == "healthy" and not healthy(result["found"])
                 fix = first_fix(case, result["found"]) if case.label != "healthy" else None
+                rec["offered"], fix = fix, fix if case.repairable else None  # no signal: nothing to repair
                 rec["fix"] = fix
                 if fix:
                     pending[pool.submit(job, i, merge(case.overrides, fix))] = (i, "repair")
@@ -294,22 +312,29 @@ def progress_line(rec, phase):
 
 def table(records):
     """Recall and repair per label, the false-alarm rate, the overall recall and repair rate (as text, and a dict)."""
-    lines, totals = ["| pathology | cases | found | recall | repaired |", "|---|---|---|---|---|"], {}
+    lines, totals = ["| pathology | cases | found | recall | repaired (of the repairable) |",
+                     "|---|---|---|---|---|"], {}
     sick = [r for r in records if r["label"] != "healthy"]
     for label in dict.fromkeys(r["label"] for r in sick):
         rs = [r for r in sick if r["label"] == label]
-        found, fixed = sum(r["detected"] for r in rs), sum(bool(r.get("repaired")) for r in rs)
-        lines.append(f"| {label} | {len(rs)} | {found} | {found / len(rs):.0%} | {fixed}/{len(rs)} |")
+        can = [r for r in rs if r.get("repairable", True)]
+        found, fixed = sum(r["detected"] for r in rs), sum(bool(r.get("repaired")) for r in can)
+        lines.append(f"| {label} | {len(rs)} | {found} | {found / len(rs):.0%} | " +
+                     (f"{fixed}/{len(can)} |" if can else "none possible (no fix offered: " +
+                      f"{sum(not r['offered'] for r in rs)}/{len(rs)}) |"))
     well = [r for r in records if r["label"] == "healthy"]
     if sick:
-        found, fixed = sum(r["detected"] for r in sick), sum(bool(r.get("repaired")) for r in sick)
-        totals |= {"recall": found / len(sick), "repair": fixed / len(sick), "pathologies": len(sick)}
-        lines.append(f"| **all** | {len(sick)} | {found} | {totals['recall']:.1%} | {fixed}/{len(sick)} = "
+        can = [r for r in sick if r.get("repairable", True)]
+        found, fixed = sum(r["detected"] for r in sick), sum(bool(r.get("repaired")) for r in can)
+        totals |= {"recall": found / len(sick), "repair": fixed / max(1, len(can)), "pathologies": len(sick),
+                   "repairable": len(can)}
+        lines.append(f"| **all** | {len(sick)} | {found} | {totals['recall']:.1%} | {fixed}/{len(can)} = "
                      f"{totals['repair']:.1%} |")
     if well:
         bad = sum(r["false_alarm"] for r in well)
         totals |= {"false_alarms": bad / len(well), "healthy": len(well)}
         lines.append(f"\nfalse alarms: {bad}/{len(well)} healthy runs = {totals['false_alarms']:.1%}")
+        lines += [f"  {' '.join(r['overrides'])} -> {' '.join(r['findings'])}" for r in well if r["false_alarm"]]
     return "\n".join(lines), totals
 
 

@@ -19,6 +19,7 @@ class Mutant:
 T = "tests/"
 LOOP = T + "test_loop_mechanics.py"
 OPT, REG, INIT = T + "test_optim.py", T + "test_regularization.py", T + "test_inits.py"
+CAUSES = T + "test_doctor_causes.py"
 
 MUTANTS = [
     # --- issue 14: each left the fast suite green
@@ -151,6 +152,54 @@ MUTANTS = [
            (T + "test_mutation_kills.py::test_accuracy_at_chance_is_did_not_learn_even_when_the_loss_fell",)),
     Mutant("lr_fix_wrong_factor", "trainlab/doctor/fixes.py", "cfg['optimizer']['lr'] * factor", "cfg['optimizer']['lr']",
            (T + "test_mutation_kills.py::test_a_lower_lr_is_the_runs_lr_times_the_factor_unless_far_off",)),
+    # --- issue 25: the numbers a learner reads, and the doctor's causes (tests/test_doctor_causes.py)
+    Mutant("ece_unweighted_mean_over_bins", "trainlab/parts/objectives.py",
+           "ece = (acc - cnf).abs().sum() / max(1, len(labels))",
+           "ece = ((acc - cnf).abs() / count.clamp(min=1)).sum() / max(1, int((count > 0).sum()))",
+           (T + "test_mutation_kills.py::test_val_ece_weights_each_bin_by_its_share_of_the_samples",)),
+    Mutant("isolation_any_seed_completed", "trainlab/runs/isolation.py",
+           'ok = all(r["summary"]["status"] == "completed" for r in runs)',
+           'ok = any(r["summary"]["status"] == "completed" for r in runs)',
+           (T + "test_isolation.py::test_a_setting_where_one_seed_really_diverged_is_never_best",)),
+    Mutant("step_0_overflow_fixed_by_the_lr", "trainlab/doctor/signals.py", "    if step == 0:\n        chosen",
+           "    if False:\n        chosen", (CAUSES + "::test_a_step_0_forward_overflow_is_fixed_by_the_init_and_"
+                                              "precision_never_the_lr",)),
+    Mutant("adam_eps_never_blamed", "trainlab/doctor/fixes.py",
+           "if eps is not None and eps_home and eps >= max(FAR * eps_home, EPS_FAR):", "if False:",
+           (CAUSES + "::test_adams_eps_far_above_the_gradient_is_named_before_the_lr",)),
+    Mutant("label_noise_never_blamed", "trainlab/doctor/smells.py",
+           "if not num_classes or num_classes < 2 or p < (num_classes - 1) / num_classes - 1e-9:", "if True:",
+           (CAUSES + "::test_labels_without_signal_get_no_training_fix",)),
+    Mutant("mixup_swing_ignored", "trainlab/doctor/watch.py", "        if watch.mixed:", "        if False:",
+           (CAUSES + "::test_mixups_swinging_loss_is_no_spike_but_a_real_spike_still_is",)),
+    Mutant("mixup_swing_hides_real_spikes", "trainlab/doctor/watch.py", "max(statistics.pstdev(hist), math.log(2) / 6)",
+           "max(statistics.pstdev(hist), math.log(2))",
+           (CAUSES + "::test_mixups_swinging_loss_is_no_spike_but_a_real_spike_still_is",)),
+    Mutant("plateau_never_withdrawn", "trainlab/doctor/watch.py",
+           "if watch.plateau_loss and new < RECOVERED * watch.plateau_loss:", "if False:",
+           (CAUSES + "::test_a_plateau_the_run_takes_off_from_is_withdrawn_and_not_counted",)),
+    Mutant("verdict_counts_a_withdrawn_plateau", "trainlab/doctor/verdict.py",
+           'd.kind in kinds and d.fixes and d.severity != "info"', "d.kind in kinds and d.fixes",
+           (CAUSES + "::test_a_plateau_the_run_takes_off_from_is_withdrawn_and_not_counted",)),
+    Mutant("post_ln_smell_reads_the_key", "trainlab/doctor/smells.py", "warmup_steps(cfg) == 0:",
+           '"warmup_steps" not in cfg["schedule"]:', (CAUSES + "::test_the_post_ln_smell_reads_the_warmup_value",)),
+    Mutant("decay_fix_unbounded", "trainlab/doctor/fixes.py",
+           "more = min(wd * 10 if wd > 0 else 0.1 if decoupled(opt) else 5e-4, max_decay(opt))",
+           "more = wd * 10 if wd > 0 else 0.1 if decoupled(opt) else 5e-4",
+           (CAUSES + "::test_decay_fixes_stay_in_the_optimizers_sane_range",)),
+    Mutant("grokking_told_to_stop", "trainlab/doctor/verdict.py", "if (gain := generalizing(watch)) is not None:",
+           "if False:", (CAUSES + "::test_grokking_is_still_generalizing_train_longer_first",)),
+    Mutant("diverged_verdict_one_step_early", "trainlab/doctor/verdict.py",
+           'step = located.step if located is not None and located.step is not None else summary["steps"]',
+           'step = summary["steps"] - 1', (CAUSES + "::test_a_diverged_runs_verdict_says_the_step_of_its_non_"
+                                                    "finite_value",)),
+    Mutant("fixes_wrap_mid_token", "trainlab/doctor/report.py",
+           "if line.strip() and len(line) + 1 + len(word) + 2 > width:", "if False:",
+           (CAUSES + "::test_fixes_fit_80_columns_break_between_arguments_and_are_shown_once",)),
+    Mutant("fixes_shown_twice", "trainlab/doctor/report.py", "if d.fixes and d.fixes_of:", "if False:",
+           (CAUSES + "::test_fixes_fit_80_columns_break_between_arguments_and_are_shown_once",)),
+    Mutant("step_0_loss_never_checked", "trainlab/doctor/watch.py", "    if not (high or low):\n",
+           "    if True:\n", (CAUSES + "::test_step_0_loss_against_log_classes",)),
     # --- runs, config, cli, catalog
     Mutant("run_dir_overwritten", "trainlab/runs/rundir.py", 'if taken and resume == "never":', "if False:",
            (T + "test_no_data_loss.py::test_run_dir_dot_runs_beside_user_files_and_a_second_run_is_refused",)),

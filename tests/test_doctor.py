@@ -496,7 +496,8 @@ def test_diagnose_run_prefers_the_recorded_location(tmp_path, capsys):
     located = Diagnosis("nonfinite", "error", 503, "body.4", "forward: ...", {"inf": 3}, ["clip=norm"])
     found = report.diagnose_run(hand_made_run(tmp_path, recorded=[located.to_json()]))
     assert [(d.kind, d.step, d.where) for d in found] == [("overfitting", 500, "val_loss"),
-                                                          ("nonfinite", 503, "body.4"), ("verdict", 510, "run")]
+                                                          ("nonfinite", 503, "body.4"), ("verdict", 503, "run")]
+    assert "at step 503 (body.4)" in found[-1].message  # one truth: the step the non-finite value appeared at
     assert report.main([str(tmp_path.parent)]) == 1  # a multirun-style parent directory works too
     assert report.main([str(tmp_path / "nowhere")]) == 2
     assert "not a trainlab run directory" in capsys.readouterr().err

@@ -27,6 +27,8 @@ PINNED = [  # (case, the kind the doctor reports, the first fix)
     (case("exploding", *bench.DIGITS), "exploding", "init.gain=null"),
     (case("unnormalised_inputs", *bench.QUAD, "optimizer=sgd", "optimizer.lr=0.45", "data.condition=1000"),
      "diverged", "optimizer.lr=0.045"),
+    (case("fp16_overflow", *bench.DIGITS, "precision=fp16"), "diverged", "init=he"),  # a step-0 forward: no lr
+    (case("adam_eps", *bench.DIGITS, "optimizer=adam", "optimizer.eps=1"), "did_not_learn", "optimizer.eps=1e-08"),
 ]
 
 
@@ -53,6 +55,24 @@ def test_the_case_list_meets_the_brief():
     data = {o.split("=")[1] for c in bench.CASES for o in c.overrides if o.startswith("data=")}
     assert {"mlp", "transformer", "rnn"} <= models and len(data) >= 3
     assert all(c.expect for c in sick) and 8 <= sum(c.fast for c in bench.CASES) <= 14
+
+
+def test_labels_without_signal_are_said_so_with_no_fix():
+    c = case("labels_without_signal", *bench.BLOBS, "data.label_noise=0.75")
+    _, found = bench.quiet_run(c.overrides)
+    assert bench.detected(c, found) is not None and bench.first_fix(c, found) is None  # no training fix offered
+    assert "no learnable signal" in bench.verdict_of(found)["message"]
+
+
+def test_issue_25s_cases_are_among_the_benchmarks():
+    overrides = [" ".join(c.overrides) for c in bench.CASES]
+    for label, words in [("fp16_overflow", "precision=fp16 model.depth=6 init=normal init.std=0.5"),
+                         ("adam_eps", "optimizer=adam optimizer.eps=1"),
+                         ("labels_without_signal", "data=blobs trainer.max_steps=300 data.label_noise=0.75"),
+                         ("healthy", "regularization=mixup regularization.ema_decay=0.99"),
+                         ("healthy", "experiment=modular_addition trainer.max_steps=1500")]:
+        assert any(c.label == label and words in o for c, o in zip(bench.CASES, overrides)), words
+    assert not any(c.repairable for c in bench.CASES + bench.HELDOUT if "data.label_noise=0.9" in c.overrides)
 
 
 @pytest.mark.slow

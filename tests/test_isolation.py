@@ -160,3 +160,22 @@ def test_another_varying_key_must_be_named(tmp_path, capsys):
     assert exc.value.code == 2 and "norm also varies" in err and "--filter norm=VALUE" in err
     out = isolation_json(capsys, sweep, "--filter", "norm=none")  # the runs of the configured norm
     assert out["sgd"]["mean"] == 0.9
+
+
+def test_a_setting_where_one_seed_really_diverged_is_never_best(tmp_path, capsys, train):
+    """A real diverged run carries a finite final val_acc (its last evaluation, near chance): "all seeds completed",
+    not "some", makes a setting eligible, however high its other seeds score."""
+    diverged, run_dir = train("optimizer=sgd", "optimizer.lr=10", "init=he", "clip=none", "schedule=constant",
+                              "trainer.max_steps=50", "trainer.eval_every=5", "trainer.progress=false",
+                              "trainer.threads=1", "doctor.health_every=0")
+    assert diverged["status"] == "diverged" and 0 < diverged["final"]["val_acc"] < 0.2  # a number, not None
+    capsys.readouterr()  # the run's own console output
+    table = {"adamw": {"0.001": [0.60, 0.62, 0.58], "0.01": [0.99, 0.99, None]},
+             "sgd": {"0.01": [0.70, 0.72, 0.68], "0.1": [0.90, 0.92, 0.88]}}
+    sweep = sweep_of(tmp_path, table)
+    for run in sweep.glob("*optimizer=adamw,optimizer.lr=0.01,trainer.seed=2"):
+        for name in ("summary.json", "metrics.jsonl"):  # the real diverged run's own files
+            (run / name).write_text((run_dir / name).read_text())
+    adamw = isolation_json(capsys, sweep)["adamw"]
+    assert adamw["best"] == {"optimizer.lr": "0.001"} and adamw["mean"] == pytest.approx(0.60)
+    assert (adamw["ok_points"], adamw["points"]) == (1, 2)

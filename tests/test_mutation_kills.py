@@ -78,3 +78,34 @@ def test_a_lower_lr_is_the_runs_lr_times_the_factor_unless_far_off(lr, factor, f
     from trainlab.doctor.fixes import lr_down
 
     assert lr_down(compose_cfg("optimizer=sgd", f"optimizer.lr={lr}"), factor) == fix
+
+
+# --- val_ece: each bin weighted by its share of the samples (Guo et al. 2017, eq. 3), not a mean over bins
+def reference_ece(conf, correct, bins=15):
+    """ECE written independently (numpy, a loop over bins (b/B, (b+1)/B]): sum_b n_b / N |acc_b - conf_b|."""
+    import numpy as np
+
+    conf, correct, total = np.asarray(conf, dtype=np.float64), np.asarray(correct, dtype=np.float64), 0.0
+    for b in range(bins):
+        inside = (conf > b / bins) & (conf <= (b + 1) / bins) if b else conf <= 1 / bins
+        if inside.any():
+            total += inside.sum() / len(conf) * abs(correct[inside].mean() - conf[inside].mean())
+    return total
+
+
+def test_val_ece_weights_each_bin_by_its_share_of_the_samples():
+    import torch
+
+    from trainlab.parts.objectives import calibration
+
+    # by hand: three samples at confidence 0.91 (two right) in one bin, one at 0.62 (right) in another:
+    # 3/4 |2/3 - 0.91| + 1/4 |1 - 0.62| = 0.1825 + 0.095 = 0.2775 (a mean over the two bins would be 0.3117)
+    probs = torch.tensor([[0.91, 0.09], [0.91, 0.09], [0.09, 0.91], [0.62, 0.38]], dtype=torch.float64)
+    ece, conf = calibration(probs, torch.tensor([0, 1, 1, 0]))
+    assert ece == pytest.approx(0.2775) and conf == pytest.approx(0.8375)
+    gen = torch.Generator().manual_seed(0)  # many samples, uneven bins: against the independent implementation
+    probs = torch.softmax(3 * torch.randn(2000, 10, generator=gen), -1)
+    labels = torch.randint(0, 10, (2000,), generator=gen)
+    top, pred = probs.max(-1)
+    ece, _ = calibration(probs, labels)
+    assert ece == pytest.approx(reference_ece(top.double().numpy(), (pred == labels).numpy()), abs=1e-9)

@@ -1,10 +1,10 @@
 """The training doctor: the loop talks to it in four verbs, each returning findings (Diagnosis records).
 
     doctor = Doctor.new(cfg)
-    doctor.at_start()                              # config smells, before the first step
+    doctor.at_start(meta=meta)                     # config smells, before the first step (meta: the task's classes)
     doctor.nonfinite(model, x, y, loss_fn, step)   # a NaN/inf loss or grad norm: where it first appeared
     doctor.health(model, x, y, loss_fn, step)      # every doctor.health_every steps: (stats, findings)
-    doctor.after_row(step, row)                    # each logged row: spikes, plateau, overfitting
+    doctor.after_row(step, row)                    # each logged row: the step-0 loss, spikes, plateau, overfitting
     doctor.intervened(kind, step, ...)             # each skipped or rolled-back update
     doctor.at_end(summary, meta)                   # the run's verdict
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from trainlab.doctor.findings import Diagnosis
 from trainlab.doctor.fixes import clip_fix, lr_down
-from trainlab.doctor.watch import WATCH_KEYS, Watch, confirmed, observe
+from trainlab.doctor.watch import WATCH_KEYS, Watch, confirmed, first_loss, observe
 
 HEALTH_KEYS = ("vanish", "explode", "dead", "saturated")
 
@@ -27,6 +27,7 @@ class Doctor:
     on: bool
     watch: Watch
     findings: list = field(default_factory=list)
+    meta: dict | None = None  # the task's (num_classes, task): from at_start when the loop passes it, else at_end
 
     @classmethod
     def new(cls, cfg):
@@ -37,11 +38,12 @@ class Doctor:
         self.findings += found
         return found
 
-    def at_start(self, per_process_batch=None):
+    def at_start(self, per_process_batch=None, meta=None):
         from trainlab.doctor.smells import config_smells
 
-        doc = self.cfg["doctor"]
-        return self._keep(config_smells(self.cfg, doc["small_batch"], doc["high_lr"], per_process_batch)
+        doc, self.meta = self.cfg["doctor"], meta
+        classes = meta.get("num_classes") if meta else None
+        return self._keep(config_smells(self.cfg, doc["small_batch"], doc["high_lr"], per_process_batch, classes)
                           if self.on else [])
 
     def nonfinite(self, model, x, y, loss_fn, step):
@@ -65,7 +67,10 @@ class Doctor:
         return stats, self._keep(confirmed(self.watch, found))
 
     def after_row(self, step, row):
-        return self._keep(observe(self.watch, step, row, self.findings)) if self.on else []
+        if not self.on:
+            return []
+        first = first_loss(self.cfg, step, row.get("train_loss"), self.meta) if self.meta else None
+        return self._keep([first] if first else []) + self._keep(observe(self.watch, step, row, self.findings))
 
     def intervened(self, kind, step, loss, lr_after=None):
         """A skipped update (kind "skipped") or a rollback to the last good state with the lr cut ("rollback").
@@ -112,7 +117,12 @@ class Doctor:
         """The run's verdict (learned, did not learn, unstable, diverged, overfitting) as a finding."""
         from trainlab.doctor.verdict import verdict
 
-        return self._keep([verdict(self.cfg, summary, meta, self.findings, self.watch)])
+        late = []
+        if self.on and self.meta is None and self.watch.first is not None and \
+                not any(d.kind == "initial_loss" for d in self.findings):  # no meta at start (or a resumed run)
+            late = [d for d in [first_loss(self.cfg, self.watch.first[0], self.watch.first[1], meta)] if d]
+        self.meta = meta
+        return self._keep(late) + self._keep([verdict(self.cfg, summary, meta, self.findings, self.watch)])
 
     def state_dict(self):
         return {"watch": self.watch.state_dict(), "findings": [d.to_json() for d in self.findings]}

@@ -9,7 +9,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 KINDS = ("nonfinite", "spike", "plateau", "overfitting", "smell", "vanishing", "exploding", "dead_relu", "saturated",
-         "skipped", "rollback", "verdict")
+         "skipped", "rollback", "initial_loss", "verdict")
 SEVERITIES = ("error", "warning", "info")
 SIGNAL_KINDS = ("vanishing", "exploding", "dead_relu", "saturated")  # what a signal-health pass flags
 
@@ -24,6 +24,7 @@ class Diagnosis:
     message: str
     evidence: dict = field(default_factory=dict)
     fixes: list = field(default_factory=list)
+    fixes_of: str = ""  # "nonfinite at step 7": these fixes were shown with that finding (shown once, not twice)
 
     def __post_init__(self):
         self.evidence = {k: v for k, v in self.evidence.items() if _number(v) is not None}  # never nan as evidence
@@ -37,7 +38,8 @@ class Diagnosis:
     @classmethod
     def from_json(cls, d):
         return cls(**{k: d.get(k) for k in ("kind", "severity", "step", "where", "message")},
-                   evidence=dict(d.get("evidence") or {}), fixes=list(d.get("fixes") or []))
+                   evidence=dict(d.get("evidence") or {}), fixes=list(d.get("fixes") or []),
+                   fixes_of=str(d.get("fixes_of") or ""))
 
     def brief(self):
         return {"kind": self.kind, "severity": self.severity, "step": self.step, "where": self.where}

@@ -13,6 +13,11 @@ from trainlab.config import default_options, options
 
 FEATURE_DATA = ("digits", "blobs", "mnist", "fashion_mnist", "cifar10")  # mixup averages inputs: not tokens
 FAR = 30  # an lr this many times off its optimizer's shipped one: go back to the shipped one in one step
+EPS_FAR = 1e-4  # an Adam eps this large rivals sqrt(v) of typical gradients (1e-4..1e-1): the step becomes SGD's
+DECOUPLED = ("adamw", "lion", "muon", "adafactor", "sophia")  # weight decay lr x wd per step, not via the gradient
+SANE_SHRINK = 1e-3  # decoupled decay: lr x wd per step above this (0.1 % a step) fights every update
+COUPLED_MAX = 1e-2  # L2 through the gradient (SGD, Adam): 5e-4..5e-3 is the usual range
+LR_FIND = "`trainlab lr-find` with the run's overrides measures a good lr"
 
 
 def _num(v):
@@ -51,11 +56,22 @@ def clip_fix(cfg):
     return [] if cfg["clip"]["name"] == "norm" else ["clip=norm"]
 
 
+def warmup_steps(cfg):
+    """The run's warmup length: 0 when its schedule has none (no key, or warmup_steps=0)."""
+    return cfg["schedule"]["warmup_steps"] if "warmup_steps" in cfg["schedule"] else 0
+
+
 def warmup_fix(cfg, factor):
-    """A warmup `factor` times as long (or schedule=warmup_cosine where there is none, when lengthening)."""
-    if "warmup_steps" not in cfg["schedule"]:
-        return ["schedule=warmup_cosine"] if factor > 1 else []
-    return [f"schedule.warmup_steps={max(1, int(cfg['schedule']['warmup_steps'] * factor))}"]
+    """A warmup `factor` times as long; when lengthening a run without one: a warmup of 5 % of the run where its
+    schedule has the key (schedule=exponential schedule.warmup_steps=0), else schedule=warmup_cosine."""
+    warm = warmup_steps(cfg)
+    if warm == 0:
+        if factor <= 1:
+            return []
+        if "warmup_steps" in cfg["schedule"]:
+            return [f"schedule.warmup_steps={max(10, cfg['trainer']['max_steps'] // 20)}"]
+        return ["schedule=warmup_cosine"]
+    return [f"schedule.warmup_steps={max(1, int(warm * factor))}"]
 
 
 def width_fix(cfg, factor):
@@ -95,24 +111,57 @@ def lead_fixes(findings, skip=()):
     """The fixes of the findings that name a cause (a warning smell at start, a non-finite step, a signal finding),
     earliest first (a cause precedes its consequences: vanishing signals, then the ReLUs they leave dead), smells
     before all: a later symptom (a plateau, spikes, the verdict) tries these before its own generic ones."""
-    order = ("smell", "nonfinite", "rollback", "skipped", "exploding", "vanishing", "saturated", "dead_relu")
+    order = ("smell", "initial_loss", "nonfinite", "rollback", "skipped", "exploding", "vanishing", "saturated",
+             "dead_relu")
     causes = [d for d in findings if d.kind in order and d.kind not in skip and d.fixes and d.severity != "info"]
     causes.sort(key=lambda d: (-1 if d.step is None else d.step, order.index(d.kind)))
     return list(dict.fromkeys(f for d in causes for f in d.fixes))
 
 
-def far_off(cfg):
-    """Fixes for settings far (FAR x) from their shipped values, the likeliest cause when nothing else is named: an
-    lr far above or below its optimizer's, a weight decay that outpaces any update, dropout that keeps too little."""
-    opt, reg = cfg["optimizer"], cfg["regularization"]
+def decoupled(opt):
+    """Does the optimizer decay the weights by lr x weight_decay per step (AdamW-style), not through the gradient?"""
+    return opt["name"] in DECOUPLED or bool(opt.get("decoupled_weight_decay"))  # a key only nadam/radam have
+
+
+def max_decay(opt):
+    """The largest weight decay worth proposing for this optimizer: decoupled decay shrinks the weights by lr x wd
+    per step (at most SANE_SHRINK), coupled L2 (SGD, Adam) up to COUPLED_MAX."""
+    return SANE_SHRINK / opt["lr"] if decoupled(opt) else COUPLED_MAX
+
+
+def far_off_reasons(cfg):
+    """(sentence, fix) for each setting far (FAR x) from its shipped value, the likeliest cause when nothing else is
+    named: an Adam eps that swamps sqrt(v), betas outside their working range, a weight decay that outpaces any update,
+    dropout that keeps too little, an lr far above or below its optimizer's (last: the others explain an lr's
+    symptom better than the lr does)."""
+    opt, reg, out = cfg["optimizer"], cfg["regularization"], []
     lr, home = opt["lr"], shipped("optimizer", opt["name"], "lr")
+    eps, eps_home = opt.get("eps"), shipped("optimizer", opt["name"], "eps")  # a key of Adam-like optimizers only
+    if eps is not None and eps_home and eps >= max(FAR * eps_home, EPS_FAR):
+        out.append((f"optimizer.eps={eps:g} ({eps / eps_home:.0e} x its shipped {eps_home:g}): each step is "
+                    "lr x m / (sqrt(v) + eps), so an eps far above the gradient's size turns Adam into SGD with an "
+                    f"lr of about lr / eps = {lr / eps:.2g}", f"optimizer.eps={eps_home:g}"))
+    betas, betas_home = opt.get("betas"), shipped("optimizer", opt["name"], "betas")
+    if betas is not None and betas_home and (betas[0] >= 0.999 or (len(betas) > 1 and betas[1] < 0.9)):
+        out.append((f"optimizer.betas={list(betas)}: a momentum of 0.999 or more averages over 1000+ steps, a second "
+                    "moment below 0.9 follows single batches", f"optimizer.betas=[{','.join(map(str, betas_home))}]"))
     wd, wd_home = opt["weight_decay"], shipped("optimizer", opt["name"], "weight_decay") or 0.0
-    fixes = [f"optimizer.weight_decay={_num(wd_home)}"] if wd > max(FAR * wd_home, 1.0) else []
-    fixes += [f"regularization.dropout={_num(shipped('regularization', 'dropout', 'dropout'))}"] \
-        if reg["dropout"] >= 0.5 else []
+    too_much = lr * wd > FAR * SANE_SHRINK if decoupled(opt) else wd > max(FAR * wd_home, 1.0)
+    if too_much:
+        out.append((f"optimizer.weight_decay={wd:g} shrinks the weights faster than any update can move them",
+                    f"optimizer.weight_decay={_num(wd_home)}"))
+    if reg["dropout"] >= 0.5:
+        out.append((f"regularization.dropout={reg['dropout']:g} keeps {1 - reg['dropout']:.0%} of the units",
+                    f"regularization.dropout={_num(shipped('regularization', 'dropout', 'dropout'))}"))
     if home and (lr >= FAR * home or lr * FAR <= home):
-        fixes.append(f"optimizer.lr={_num(home)}")
-    return fixes
+        out.append((f"optimizer.lr={lr:g} is {'far above' if lr > home else 'far below'} its optimizer's shipped "
+                    f"{home:g} ({LR_FIND})", f"optimizer.lr={_num(home)}"))
+    return out
+
+
+def far_off(cfg):
+    """The fixes of far_off_reasons, in its order."""
+    return [fix for _, fix in far_off_reasons(cfg)]
 
 
 def then(first, own):
@@ -124,12 +173,14 @@ def then(first, own):
 def regularize_fixes(cfg, best_step=None):
     """Overfitting: stop where validation loss was best (the one sure fix), then regularize, then shrink."""
     reg, opt, fixes = cfg["regularization"], cfg["optimizer"], []
-    warm = cfg["schedule"]["warmup_steps"] if "warmup_steps" in cfg["schedule"] else 0  # max_steps must exceed it
+    warm = warmup_steps(cfg)  # max_steps must exceed it
     if best_step is not None and best_step + 1 > warm and best_step >= cfg["trainer"]["eval_every"]:
         fixes.append(f"trainer.max_steps={best_step + 1}")  # stop where validation loss was best
     # (best at the first evaluation: the model memorizes from the start; stopping there would train nothing)
-    wd, decoupled = opt["weight_decay"], opt["name"] in ("adamw", "lion")  # decoupled decay needs larger values
-    fixes.append(f"optimizer.weight_decay={_num(wd * 10 if wd > 0 else 0.1 if decoupled else 5e-4)}")  # SGD's L2
+    wd = opt["weight_decay"]  # decoupled decay needs larger values; never past the optimizer's sane range
+    more = min(wd * 10 if wd > 0 else 0.1 if decoupled(opt) else 5e-4, max_decay(opt))  # 5e-4: SGD's usual L2
+    if more > wd * 1.5:
+        fixes.append(f"optimizer.weight_decay={_num(more)}")
     if reg["name"] == "none":
         fixes.append("regularization=dropout")
     else:

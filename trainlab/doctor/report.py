@@ -6,13 +6,14 @@
 """
 import json
 import math
+import shlex
 import sys
 from pathlib import Path
 
 import yaml
 
 from trainlab.doctor.findings import SIGNAL_KINDS, Diagnosis
-from trainlab.doctor.fixes import clip_fix, command, config_overrides, lr_down, warmup_fix
+from trainlab.doctor.fixes import clip_fix, command, config_overrides, lr_down, merge, warmup_fix
 from trainlab.doctor.smells import config_smells
 from trainlab.doctor.watch import WATCH_KEYS, Watch, observe
 from trainlab.runs.files import read_rows
@@ -63,15 +64,32 @@ def markdown(d, overrides=()):
             f"evidence: {evidence}" + (f"\n\ntry one:\n\n{fixes}" if fixes else ""))
 
 
+def command_lines(overrides, fix, width=80, indent="  "):
+    """The `trainlab ...` command that applies FIX, broken between arguments (never inside one) with a shell's ` \\`
+    continuation so that every line fits WIDTH columns: it pastes as one command from a narrow terminal or a log."""
+    words, lines, line = ["trainlab", *map(shlex.quote, merge(overrides, fix))], [], indent
+    for word in words:
+        if line.strip() and len(line) + 1 + len(word) + 2 > width:  # room for " \"
+            lines.append(line + " \\")
+            line = indent + "  "
+        line += ("" if not line.strip() else " ") + word
+    return lines + [line]
+
+
 def show(findings, overrides, console):
-    """Each finding as a panel, then its fixes as whole command lines, outside the box (a long line wraps in the
-    terminal, not in the text, so it pastes as one command)."""
+    """Each finding as a panel, then its fixes as whole commands outside the box, each broken between arguments with
+    ` \\` to fit the terminal; fixes already shown with an earlier finding (a verdict repeating its non-finite
+    step's) are named, not printed again."""
     from rich.markup import escape
 
     for d in findings:
         console.print(panel(d))
+        if d.fixes and d.fixes_of:
+            console.print(f"try one: the fixes shown with {escape(d.fixes_of)} above", soft_wrap=True)
+            continue
         for i, fix in enumerate(d.fixes):
-            console.print(("try one:\n" if i == 0 else "") + f"  [bold cyan]{escape(command(overrides, fix))}[/]",
+            lines = command_lines(overrides, fix, console.width)
+            console.print(("try one:\n" if i == 0 else "") + "\n".join(f"[bold cyan]{escape(x)}[/]" for x in lines),
                           soft_wrap=True)
 
 

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from trainlab.doctor.findings import Diagnosis
-from trainlab.doctor.fixes import clip_fix, far_off, lr_down, signal_fixes, then, warmup_fix
+from trainlab.doctor.fixes import (clip_fix, far_off, init_fix, lr_down, signal_fixes, then, warmup_fix,
+                                   warmup_steps)
 
 ACTIVATIONS = (nn.ReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.LeakyReLU, nn.ELU)
 SQUASHING = (nn.Tanh, nn.Sigmoid)  # saturate: the gradient through them vanishes
@@ -48,11 +49,28 @@ def _what(t):
     return f"{kinds} in {nan + inf} of {t.numel()} values", {"nan": nan, "inf": inf, "numel": t.numel()}
 
 
+def nonfinite_fixes(cfg, step, forward=False):
+    """Fixes ranked by where the value appeared. Step 0 (no update yet: the weights are as initialized, so no lr can
+    change it): the init the user chose, fp16's range, the init that matches the activation, a norm; never an lr.
+    Later: a setting far off its shipped value, then fp16's range for a forward overflow, a longer warmup for a run
+    just past its warmup (its lr has just peaked), else the step size (lr, clip), then a warmup."""
+    fp16 = ["precision=bf16"] if cfg["precision"]["name"] == "fp16" else []  # fp16 overflows at 65504; bf16 does not
+    if step == 0:
+        chosen = init_fix(cfg) if cfg["init"]["name"] != "default" else []  # a user's init scale: the likeliest cause
+        return then(then(chosen, fp16), signal_fixes(cfg)) or [lr_down(cfg)]
+    warm = warmup_steps(cfg)
+    steps = [lr_down(cfg), *clip_fix(cfg), *warmup_fix(cfg, 2)]
+    if warm and warm <= step <= 3 * warm:
+        steps = then(warmup_fix(cfg, 2), steps)
+    return then(far_off(cfg), [*(fp16 if forward else []), *steps, *fp16])
+
+
 def locate_nonfinite(model, x, y, loss_fn, cfg, step):
     """The first place a NaN/inf appears on this batch: a parameter, the input, a module output in forward order,
     or a gradient w.r.t. a module's output or input in backward order. Re-runs forward and backward once."""
-    fixes = then(far_off(cfg), [lr_down(cfg), *clip_fix(cfg), *warmup_fix(cfg, 2)])
-    fixes += ["precision=bf16"] if cfg["precision"]["name"] == "fp16" else []  # fp16 overflows at 65504
+    fixes = nonfinite_fixes(cfg, step)
+    at_init = (" at step 0, before any update: the weights are as initialized, so no learning rate can change it "
+               "(the init's scale, the precision's range or the inputs can)") if step == 0 else ""
     found = partial(Diagnosis, "nonfinite", "error", step)
     for name, p in model.named_parameters():
         if (bad := _what(p.detach())) is not None:
@@ -87,11 +105,13 @@ def locate_nonfinite(model, x, y, loss_fn, cfg, step):
                     parent = name.rpartition(".")[0] or "model"
                     return found(parent, f"forward: the input of {name} ({type(module).__name__}) is already non-"
                                  f"finite, while every submodule before it gave finite outputs: it arose in the "
-                                 f"forward code of {parent} outside its submodules; output {bad[0]}", bad[1], fixes)
+                                 f"forward code of {parent} outside its submodules; output {bad[0]}{at_init}", bad[1],
+                                 nonfinite_fixes(cfg, step, forward=True))
                 return found(name, f"forward: the output of {name} ({type(module).__name__}) has {bad[0]}, from "
-                             "finite inputs and parameters", bad[1], fixes)
+                             f"finite inputs and parameters{at_init}", bad[1], nonfinite_fixes(cfg, step, forward=True))
             if (bad := _what(loss.detach())) is not None:
-                return found("loss", f"forward: the model output is finite but the loss is {bad[0]}", bad[1], fixes)
+                return found("loss", f"forward: the model output is finite but the loss is {bad[0]}{at_init}", bad[1],
+                             fixes)
             grads = torch.autograd.grad(loss, params, allow_unused=True)  # leaves .grad as it was
     finally:
         for h in handles:

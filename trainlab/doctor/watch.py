@@ -12,11 +12,15 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 
 from trainlab.doctor.findings import Diagnosis
-from trainlab.doctor.fixes import (clip_fix, far_off, lead_fixes, lr_down, lr_up, regularize_fixes, shipped,
-                                   signal_fixes, then, warmup_fix, width_fix)
+from trainlab.doctor.fixes import (LR_FIND, clip_fix, far_off, far_off_reasons, init_fix, lead_fixes, lr_down, lr_up,
+                                   regularize_fixes, shipped, signal_fixes, then, warmup_fix, width_fix)
 
 LEARNED = 0.97  # overfitting needs a best val loss below this fraction of the untrained one: something was learned
 ANNEALED = 0.25  # a plateau window whose median lr is below this fraction of the run's largest: a decayed schedule
+RECOVERED = 0.8  # a plateau is over (withdrawn, "recovered at step N") once the loss falls below 80 % of its level
+GENERALIZING = 0.05  # val_acc up this much over the last overfit_evals evaluations, at its best: still generalizing
+FIRST_LOSS = 2.0  # a step-0 loss above log(classes) + max(2 nats, log(classes)), or below half of it: a mismatch
+# (He-initialized healthy MLPs start at ~1 nat above log(10) on digits; a head init off by 10x starts 30+ above)
 WATCH_KEYS = ("window", "spike_z", "spike_min", "spike_repeat", "plateau_frac", "plateau_rel", "plateau_high",
               "plateau_update", "overfit_evals", "overfit_rise", "overfit_gap")
 
@@ -35,7 +39,10 @@ class Watch:
     spikes: list = field(default_factory=list)
     spiking: bool = False
     plateau: bool = False
+    plateau_loss: float = 0.0  # the loss level of the current plateau episode (its recovery is measured from it)
+    mixed: bool = False  # mixup/cutmix: the batch loss swings with the mixing weight from batch to batch
     evals: list = field(default_factory=list)  # (step, val_loss, train_loss)
+    accs: list = field(default_factory=list)  # (step, val_acc) of each evaluation of a classifier
     overfit: bool = False
     health: list = field(default_factory=list)  # (kind, where) of the last signal-health pass
     seen: list = field(default_factory=list)  # (kind, where) reported already
@@ -61,7 +68,9 @@ class Watch:
                    plateau_steps=max(1, int(plateau_frac * cfg["trainer"]["max_steps"])), plateau_rel=plateau_rel,
                    plateau_high=plateau_high, plateau_update=plateau_update, overfit_evals=overfit_evals,
                    overfit_rise=overfit_rise, overfit_gap=overfit_gap)
-        return cls(cfg, opt, deque(maxlen=window), deque(maxlen=window))
+        reg = cfg["regularization"]
+        return cls(cfg, opt, deque(maxlen=window), deque(maxlen=window),
+                   mixed=bool(reg["mixup_alpha"] or reg["cutmix_alpha"]))
 
     def state_dict(self):
         out = asdict(self)
@@ -90,9 +99,34 @@ def observe(watch, step, row, findings=()):
         found += _spike(watch, step, loss, row.get("train_loss_se") or 0.0, findings)
         watch.recent.append((step, loss, row.get("grad_norm"), row.get("update_ratio"), row.get("lr")))
         found += _plateau(watch, step, findings)
+    if row.get("val_acc") is not None:
+        watch.accs.append((step, row["val_acc"]))
     if row.get("val_loss") is not None:
         found += _overfit(watch, step, row["val_loss"])
     return found
+
+
+def first_loss(cfg, step, loss, meta):
+    """The step-0 loss (before any update) against its expected value: log(C) for C classes, what a model that
+    guesses uniformly scores (mixup and label smoothing give the same). Far above: the head starts confident (a head
+    init or an input scale too large); far below: the labels leak or the loss is not cross-entropy. None: as
+    expected, not step 0, or no class count known (regression has no reference here)."""
+    classes = meta.get("num_classes") if meta and meta.get("task", "classify") != "regress" else None
+    if step != 0 or not classes or classes < 2 or loss is None or not math.isfinite(loss):
+        return None
+    expected = math.log(classes)
+    high, low = loss > expected + max(FIRST_LOSS, expected), loss < expected / 2
+    if not (high or low):
+        return None
+    why = ("the head starts confident: its logits are large before any training (an init scale too large for the "
+           "head, or inputs on a large scale); see init.std / init.gain" if high else
+           "a model that has learned nothing cannot do better than guessing: the labels leak into the inputs, or the "
+           "loss is not the cross-entropy of these labels")
+    fixes = ([*init_fix(cfg), *(["init=default"] if cfg["init"]["name"] != "default" else [])] if high else [])
+    return Diagnosis("initial_loss", "warning", 0, "train_loss", f"the loss at step 0 is {loss:.4g}, "
+                     f"{'far above' if high else 'far below'} log({classes}) = {expected:.4g}, the loss of uniform "
+                     f"guessing: {why}", {"loss": loss, "expected": expected, "classes": classes},
+                     list(dict.fromkeys(fixes)))
 
 
 def confirmed(watch, found):
@@ -112,6 +146,8 @@ def _spike(watch, step, loss, noise, findings=()):
         med = statistics.median(hist)
         mad = 1.4826 * statistics.median(abs(v - med) for v in hist)
         recent_noise = max(watch.noise, default=0.0)  # per-sample losses are heavy-tailed: at batch 2 one hard
+        if watch.mixed:  # the batch loss swings with the mixing weight, which the within-batch spread cannot see:
+            recent_noise = max(recent_noise, _swing(hist))  # the spread the run's own batch losses have
         scale = max(mad, noise, recent_noise, 1e-3 * abs(med), 1e-12)  # sample sets the noise, so the largest counts
         z = (loss - med) / scale
         spike = z >= o["spike_z"] and loss - med >= o["spike_min"] * watch.first[1]
@@ -136,6 +172,13 @@ def _spike(watch, step, loss, noise, findings=()):
     return found
 
 
+def _swing(hist):
+    """The batch-to-batch spread of a mixed loss: the standard deviation of the window's losses, and (a mixing
+    weight near 0.5 is rare, so a window can miss it) the entropy of an even mix of two labels, log(2) nats, which a
+    batch of such mixtures adds to the loss at most, over the spike threshold's 6: large spikes stay spikes."""
+    return max(statistics.pstdev(hist), math.log(2) / 6)
+
+
 def _median(values):
     values = [v for v in values if v is not None and math.isfinite(v)]
     return statistics.median(values) if values else None
@@ -150,21 +193,44 @@ def _plateau(watch, step, findings=()):
     half = len(recent) // 2
     old, new = (statistics.fmean(r[1] for r in part) for part in (recent[:half], recent[half:]))
     rel = (old - new) / old if old else 0.0
+    found = []
+    if watch.plateau_loss and new < RECOVERED * watch.plateau_loss:  # it learns again: the plateau was a phase,
+        found = _recovered(watch, step, new, findings)  # not a failure (plateau-then-takeoff, as on modular addition)
     if rel > 2 * o["plateau_rel"]:
         watch.plateau = False  # learning again: a later plateau is a new episode
     if watch.plateau or abs(rel) >= o["plateau_rel"] or new < o["plateau_high"] * first:
-        return []
+        return found
     lr = _median(r[4] for r in recent)
     if lr is not None and lr < ANNEALED * watch.top_lr:  # the schedule's decay, not a stuck run
         return []
     grad, ratio = (_median(r[i] for r in recent) for i in (2, 3))  # only for a plateau found: not at every row
-    watch.plateau = True
+    watch.plateau, watch.plateau_loss = True, new
     evidence = {"loss": new, "first_loss": first, "relative_change": -rel, "grad_norm": grad, "update_ratio": ratio,
                 "lr": lr}
     why, own = _plateau_cause(watch, cfg, grad, ratio)
-    return [Diagnosis("plateau", "warning", step, "train_loss", f"training loss flat at {new:.4g} over the last "
-                      f"{step - recent[0][0]} steps ({-rel:+.2%}), {new / first:.0%} of its first value; "
-                      f"{why}", evidence, then(then(far_off(cfg), lead_fixes(findings)), own))]
+    if any(d.kind == "smell" and d.where == "data" for d in findings):  # labels without signal: no training fix
+        why, own = "the training labels carry no learnable signal (the data smell at start): no setting fixes it", []
+    why += "".join(f"; {r}" for r, _ in far_off_reasons(cfg) if not r.startswith("optimizer.lr="))
+    fixes = then(then(far_off(cfg), lead_fixes(findings)), own) if own else []
+    return found + [Diagnosis("plateau", "warning", step, "train_loss", f"training loss flat at {new:.4g} over the "
+                              f"last {step - recent[0][0]} steps ({-rel:+.2%}), {new / first:.0%} of its first value; "
+                              f"{why}", evidence, fixes)]
+
+
+def _recovered(watch, step, loss, findings):
+    """Withdraw the open plateau finding (it becomes info, "recovered at step N", and no verdict counts it); an info
+    finding says so."""
+    open_ = next((d for d in reversed(findings) if d.kind == "plateau" and d.severity == "warning"), None)
+    level, watch.plateau, watch.plateau_loss = watch.plateau_loss, False, 0.0
+    if open_ is None:
+        return []
+    open_.severity = "info"
+    open_.message += f" -- recovered at step {step}: the loss fell to {loss:.4g}"
+    open_.evidence["recovered_step"] = step
+    return [Diagnosis("plateau", "info", step, "train_loss", f"the plateau found at step {open_.step} is over: the "
+                      f"training loss fell to {loss:.4g} ({loss / level:.0%} of its plateau level {level:.4g}); a "
+                      "plateau then a take-off is normal on some tasks (modular addition), so it is withdrawn",
+                      {"loss": loss, "plateau_loss": level, "plateau_step": open_.step}, [])]
 
 
 def _plateau_cause(watch, cfg, grad, ratio):
@@ -176,17 +242,42 @@ def _plateau_cause(watch, cfg, grad, ratio):
         "tanh", "sigmoid") else []
     if watch.peak > 1.5 * watch.first[1] or (home and lr >= 10 * home):
         return (f"the loss rose to {watch.peak:.3g} (first {watch.first[1]:.3g}) at optimizer.lr={lr:g} (its "
-                f"optimizer ships {home:g}): the steps overshoot, and units can die", [lr_down(cfg), *clip_fix(cfg)])
+                f"optimizer ships {home:g}): the steps overshoot, and units can die ({LR_FIND})",
+                [lr_down(cfg), *clip_fix(cfg)])
     if grad is not None and grad < 1e-6:
         live = ["model.activation=gelu"] if cfg["model"]["name"] != "rnn" else []  # GELU has no flat zero side
         return (f"grad norm {grad:.1e}: no gradient reaches the weights (dead or saturated units, or a signal "
                 "vanishing with depth): see the health/ scalars", then(live, signal_fixes(cfg)) or [lr_up(cfg)])
     if ratio is not None and ratio < watch.opt["plateau_update"]:
-        return (f"each update changes the weights by {ratio:.1e} of their norm: the steps are far too small",
+        return (f"each update changes the weights by {ratio:.1e} of their norm: the steps are far too small "
+                f"({LR_FIND})",
                 [lr_up(cfg, ratio), *warmup_fix(cfg, 0.25), *act, *width_fix(cfg, 2)])
     return ((f"grad norm {grad:.2g}" if grad is not None else "no grad norm logged") +
             ": see the health/ scalars for vanishing or saturated layers",
             [lr_up(cfg, ratio), *act, *width_fix(cfg, 2), *warmup_fix(cfg, 0.25)])
+
+
+def generalizing(watch):
+    """How much val_acc rose over the last overfit_evals evaluations when it is still at its best (generalizing:
+    memorized first, generalizing later, as grokking does), else None."""
+    k, accs = watch.opt["overfit_evals"], [a for _, a in watch.accs]
+    if len(accs) <= k or accs[-1] < max(accs) or accs[-1] - accs[-k - 1] < GENERALIZING:
+        return None
+    return accs[-1] - accs[-k - 1]
+
+
+def _still_generalizing(watch, step, val_loss, best, best_step, gain):
+    """An overfitting finding whose validation accuracy still climbs: train longer first; less or more decay only
+    after, and never past the optimizer's sane range (the decay may be what the run studies)."""
+    cfg = watch.cfg
+    longer = f"trainer.max_steps={2 * cfg['trainer']['max_steps']}"
+    rest = [f for f in regularize_fixes(cfg) if not f.startswith("trainer.max_steps=")]
+    return Diagnosis("overfitting", "warning", step, "val_loss", f"still generalizing -- train longer: validation "
+                     f"loss rose to {val_loss:.4g} (best {best:.4g} at step {best_step}) while validation accuracy "
+                     f"kept rising ({gain:+.3f} over the last {watch.opt['overfit_evals']} evaluations, now its best): "
+                     "the model memorized first and still generalizes (as grokking does under weight decay); "
+                     "stopping early or changing the decay would end that",
+                     {"val_loss": val_loss, "best_val_loss": best, "val_acc_gain": gain}, [longer, *rest])
 
 
 def _overfit(watch, step, val_loss):
@@ -211,6 +302,8 @@ def _overfit(watch, step, val_loss):
     if not falling or not (rising or growing) or watch.peak > 1.5 * untrained:  # the loss once rose far above
         return []  # the untrained one: an lr so high that val rises as train wobbles, no fit to overfit
     watch.overfit = True
+    if (gain := generalizing(watch)) is not None:  # grokking: validation accuracy still climbing as its loss rises
+        return [_still_generalizing(watch, step, val_loss, best, best_step, gain)]
     evidence = {"val_loss": val_loss, "best_val_loss": best, "best_step": best_step, "first_val_loss": first,
                 "train_loss": train} | ({"gap": gaps[-1]} if gaps else {})
     how = (f"validation loss rose {k} evaluations in a row to {val_loss:.4g} ({val_loss / best - 1:+.0%} over its "
