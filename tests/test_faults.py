@@ -270,3 +270,28 @@ def test_a_killed_search_continues_its_trial_from_the_checkpoint_and_ends_with_t
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["resumed_from"].startswith(str(killed / "checkpoints"))
     assert len(list(study.glob("*_optimizer.lr=*"))) == 2  # the same directory, not a new one for the old trial
+
+
+def test_a_sweep_prints_its_config_once_and_one_result_line_per_job(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "trainlab", "-m", "optimizer=sgd,adamw", "trainer.max_steps=20",
+                             "trainer.threads=1", f"hydra.sweep.dir={tmp_path / 'sweep'}"], capture_output=True,
+                            text=True, timeout=300, cwd=tmp_path, env=dict(os.environ, COLUMNS="80"))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert sum(line.lstrip().startswith("optimizer ") for line in out) == 1  # the config table, once
+    assert [line.split(" -> ")[0] for line in out if line.startswith("job ")] == \
+        ["job 0 optimizer=sgd trainer.max_steps=20 trainer.threads=1",
+         "job 1 optimizer=adamw trainer.max_steps=20 trainer.threads=1"]
+    results = [line for line in out if ": completed at step 20 val_acc=" in line]
+    assert len(results) == 2 and "┏" not in result.stdout  # no per-job final table
+    assert len(out) < 40 and "compare them: trainlab compare" in result.stdout
+
+
+def test_a_single_run_says_what_to_do_next_and_a_diverged_one_which_row_its_numbers_are(tmp_path):
+    ok = trainlab(tmp_path / "ok", "trainer.max_steps=20")
+    assert f"next: tensorboard --logdir {tmp_path / 'ok'}" in ok.stdout
+    bad = trainlab(tmp_path / "bad", "optimizer=sgd", "optimizer.lr=10", "init=he", "clip=none", "schedule=constant",
+                   "trainer.max_steps=100")
+    assert bad.returncode == 1
+    assert "diverged after 7/100 steps" in bad.stdout and "last row (step 5)" in bad.stdout  # log_every=5
+    assert f"trainlab doctor {tmp_path / 'bad'}" in bad.stdout

@@ -60,6 +60,11 @@ def test_run_files_hold_the_metrics(train):
     hparams = events.PluginTagToContent("hparams")
     assert "_hparams_/experiment" in hparams and "_hparams_/session_start_info" in hparams
     assert b"trainer.max_steps" in hparams["_hparams_/session_start_info"]  # set here, so shown
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    start = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["trainer.max_steps"].string_value == "40"  # an integer reads 40, not 40.00
+    assert start.hparams["trainer.seed"].string_value == "0"
     assert events.Scalars("hparam/val_acc")[0].value == pytest.approx(summary["final"]["val_acc"])
     assert [p.name for p in run_dir.iterdir() if p.is_dir()] == ["checkpoints"]  # no TensorBoard sub-run
 

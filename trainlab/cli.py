@@ -98,12 +98,15 @@ def task(cfg):
                 plain["trainer"]["resume"] = "auto"  # an earlier attempt of this very job: continue it
         if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 writes the run's files, and speaks
             written = write_hydra_files(run_dir, cfg, hc)
-            from trainlab.console import print_config
+            from trainlab.console import print_config, print_job
 
-            print_config(plain, run_dir)  # the first thing a run shows, before torch is imported
+            if not multirun or hc.job.num == 0:
+                print_config(plain, run_dir)  # the first thing a run shows, before torch is imported
+            if multirun:  # a sweep: the config once, then a line per job (its tables stay in its files)
+                print_job(hc.job.num, overrides, run_dir)
         from trainlab.train import run  # torch is imported only for a valid config
 
-        summary = run(plain, run_dir, _parallel_jobs(hc), config_shown=True)
+        summary = run(plain, run_dir, _parallel_jobs(hc), config_shown=True, brief=multirun)
         if multirun:
             release(run_dir)  # the basic launcher runs every job in this process: one claim at a time
         LAST["status"] = summary["status"]

@@ -96,7 +96,9 @@ def print_summary(summary, run_dir):
     table = Table(title=f"[{style}]{summary['status']}[/] after {summary['steps']}/{summary['max_steps']} steps",
                   title_justify="left")
     table.add_column("metric")
-    table.add_column("final", justify="right")
+    logged = summary.get("last_logged_step")
+    stale = logged is not None and logged < summary["steps"] - 1  # a stop between two rows: say which row it is
+    table.add_column(f"last row (step {logged})" if stale else "final", justify="right")
     table.add_column("best", justify="right")
     shown = ("train_loss", "train_acc", "val_loss", "val_acc", "val_loss_ema", "val_acc_ema", "val_ece", "val_conf")
     for key in shown:
@@ -122,6 +124,34 @@ def print_verdict(verdict):
     if verdict["fixes"]:
         line += f"; try {verdict['fixes'][0]}"
     console.print(line, soft_wrap=True)
+
+
+def print_job(num, overrides, run_dir):
+    """A sweep job's first line: what it varies and where it runs."""
+    from rich.markup import escape
+
+    console.print(f"[bold]job {num}[/] {escape(' '.join(overrides))} -> {escape(run_dir.name)}", soft_wrap=True)
+
+
+def print_result(summary, run_dir):
+    """A sweep job's last line: its status, objective, verdict and time (the full tables are in its files)."""
+    from rich.markup import escape
+
+    objective, verdict = summary.get("objective") or {}, ((summary.get("verdict") or {}).get("evidence") or {})
+    value = f" {objective['name']}={objective['value']:.4f}" if objective.get("value") is not None else ""
+    style = "green" if summary["status"] == "completed" else "red"
+    console.print(f"  {escape(run_dir.name)}: [{style}]{summary['status']}[/] at step {summary['steps']}{value}"
+                  + (f", {verdict['verdict'].replace('_', ' ')}" if verdict.get("verdict") else "")
+                  + f" ({summary['wall_time_s']:.1f} s)", soft_wrap=True)
+
+
+def print_next(run_dir, findings):
+    """What to do next after a single run: its curves, and the doctor when it found something."""
+    from rich.markup import escape
+
+    console.print(f"next: tensorboard --logdir {escape(str(run_dir))}", soft_wrap=True)
+    if findings:
+        console.print(f"      trainlab doctor {escape(str(run_dir))}", soft_wrap=True)
 
 
 def print_sweep(rows, sweep_dir):

@@ -148,11 +148,24 @@ def nonfinite(loss, grad_norm):
     return ~torch.isfinite(loss.detach() if grad_norm is None else loss.detach() + grad_norm)
 
 
-def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False):
+def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False, brief=False):
     """Train one configuration; return the summary (also written to run_dir/summary.json). keep: a dict that
     receives the trained model under "model" (the Python API returns it). trial: an Optuna trial (trainlab search):
     each evaluation is reported to it, and the run stops as "pruned" when the doctor finds it hopeless.
-    config_shown: the command printed the config already (before importing torch)."""
+    config_shown: the command printed the config already (before importing torch). brief: a sweep's job, which
+    prints one result line (its tables and findings are in its files)."""
+    quiet = console.console.quiet
+    console.console.quiet = quiet or brief
+    try:
+        summary = _run(cfg, run_dir, parallel_jobs, keep, trial, config_shown)
+    finally:
+        console.console.quiet = quiet
+    if brief and distributed.rank_world()[0] == 0:
+        console.print_result(summary, run_dir)
+    return summary
+
+
+def _run(cfg, run_dir, parallel_jobs, keep, trial, config_shown):
     if cfg["trainer"]["devices"] > 1 and distributed.rank_world()[1] == 1:
         return distributed.launch(cfg, run_dir, parallel_jobs, config_shown)  # N ranks, each back in here
     t_start = time.perf_counter()
@@ -290,6 +303,7 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
                             show(state.doctor.nonfinite(model, x, y, plain, step), overrides, console.console)
                     if policy == "stop":
                         status = "diverged"
+                        console.advance(progress, step, state.last, eval_step)  # the bar ends where the run did
                         break
                     if policy == "rollback":
                         rollback(state.good, model, opt, schedule)
@@ -417,6 +431,7 @@ def run(cfg, run_dir, parallel_jobs=1, keep=None, trial=None, config_shown=False
             console.print_summary(summary, run_dir)
             print_brief([d for d in state.doctor.findings if d.kind != "verdict"], console.console)
             console.print_verdict(summary["verdict"])
+            console.print_next(run_dir, [d for d in state.doctor.findings if d.severity != "info"])
         try:
             files.close()
         except OSError:

@@ -246,7 +246,8 @@ class RunFiles:
             return
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-        values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+        values = {k: v if isinstance(v, (float, str, bool)) else str(v) for k, v in hparams.items()}  # an int as
+        # text: TensorBoard has no integer type and shows a number as 600.00 (a seed as 0.0000)
         for summary in hparams_summary(values, {f"hparam/{k}": v for k, v in metrics.items()}):
             self.writer.file_writer.add_summary(summary)
         for key, v in metrics.items():
