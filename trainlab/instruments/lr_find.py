@@ -29,7 +29,8 @@ class RangeTest:
     smoothed: list = field(default_factory=list)
     stopped: str = "reached --end"
     suggestions: dict = field(default_factory=dict)
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole test: imports, data, build and steps
+    steps_seconds: float = 0.0  # the steps alone
 
 
 def lr_at(i, start, end, steps):
@@ -117,6 +118,7 @@ def range_test(cfg, start=1e-7, end=10.0, steps=100, beta=0.98, diverge=4.0):
     """Run the test on the composed config `cfg` (a plain dict); return a RangeTest."""
     t0 = time.perf_counter()
     _, opt, step_fn, batch_fn = setup(cfg)
+    t1 = time.perf_counter()
     reference = cfg["optimizer"]["lr"]
     base = [g["lr"] for g in opt.param_groups]  # per-group lr_scale (muP), Muon's AdamW part, lr_scaling: kept
     result = RangeTest()
@@ -135,7 +137,7 @@ def range_test(cfg, start=1e-7, end=10.0, steps=100, beta=0.98, diverge=4.0):
             result.stopped = f"the smoothed loss passed {diverge:g} x its minimum at lr {lr:.3g} (step {i})"
             break
     result.suggestions = suggest(result.lrs, result.smoothed)
-    result.seconds = round(time.perf_counter() - t0, 2)
+    result.seconds, result.steps_seconds = round(time.perf_counter() - t0, 2), round(time.perf_counter() - t1, 2)
     return result
 
 
@@ -228,8 +230,8 @@ def main(argv):
     (path / "lr_find.json").write_text(json.dumps(record, indent=1) + "\n")
     figure(result, cfg, path / "lr_find.png", reference)
     s = result.suggestions
-    print(f"LR range test of optimizer={cfg['optimizer']['name']} ({len(result.lrs)} steps, {result.seconds:.1f} s): "
-          f"{result.stopped}.")
+    print(f"LR range test of optimizer={cfg['optimizer']['name']} ({len(result.lrs)} steps in {result.steps_seconds:.1f} s"
+          f", {result.seconds:.1f} s with the build): {result.stopped}.")
     print(f"schedule={cfg['schedule']['name']} (and its warmup) was not applied: the lr followed the exponential "
           f"ramp {args.start:g} -> {args.end:g}; the run you start applies it to the lr you choose.")
     print(f"  minimum / 10 : {paste(cfg, s['min_over_10'])}   (the smoothed loss is lowest at lr "
