@@ -206,6 +206,24 @@ def teach(name, out=None, quick=False, jobs=2, progress=True, seeds=None, thread
     return report, folder
 
 
+def reanalyse(name, folder):
+    """Lesson NAME's analysis, figure and report again from the run directories of an earlier full run in FOLDER
+    (after a change to numbers/judge/draw; the runs are not repeated, the recorded time and setup are kept)."""
+    import dataclasses
+
+    module, folder = lesson(name), Path(folder)
+    old = json.loads((folder / "lesson.json").read_text())
+    points = [p for p in module.plan(old["quick"]) if (folder / p.name).is_dir()]
+    if old.get("seeds") and old["seeds"] != sorted({int(p.name.rsplit("_s", 1)[1]) for p in points}):
+        points = reseed(module.plan(old["quick"]), old["seeds"])
+    results = {p.name: json.loads((folder / p.name / "summary.json").read_text()) for p in points}
+    report = analyse(module, results, folder)
+    if old["quick"]:
+        report = dataclasses.replace(report, verdict=f"quick run (a smoke test, not the lesson's scale): {report.verdict}")
+    write_report(folder, module, report, points, old["seconds"], old["jobs"], old["quick"], old.get("threads", 1))
+    return report
+
+
 def main(argv):
     parser = argparse.ArgumentParser(prog="trainlab lesson", description=__doc__.splitlines()[0])
     parser.add_argument("name", nargs="?", help="the lesson to run; none: list them")
