@@ -9,7 +9,7 @@ import torch
 from tests.conftest import compose_cfg
 from trainlab.instruments.lr_find import lr_at, main, paste, range_test, setup, smooth, suggest
 
-ORACLE = dict(start=1e-5, end=1.0, steps=60)  # below the blow-up: both run every step
+ORACLE = {"start": 1e-5, "end": 1.0, "steps": 60}  # below the blow-up: both run every step
 BETA = 0.98
 
 
