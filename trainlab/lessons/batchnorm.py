@@ -9,8 +9,9 @@ from trainlab.lessons.common import Panel, figure, final, interval, more, rule_t
 TITLE = "Normalization vs batch size: BatchNorm degrades at small batches"
 CLAIM = ("BatchNorm's batch statistics are noisy at small batches and differ between training and evaluation; "
          "per-sample norms (LayerNorm, GroupNorm) are indifferent to the batch size (Wu & He 2018).")
-NORMS = ("batchnorm", "layernorm", "groupnorm", "none")
-BATCHES = (2, 4, 8, 16, 32, 64)
+NORMS = ("batchnorm", "layernorm", "groupnorm", "none")  # the full run: BatchNorm and LayerNorm (RUN_NORMS)
+RUN_NORMS = NORMS[:2]  # GroupNorm and no norm were dropped to fit the budget: GroupNorm behaved as LayerNorm before
+BATCHES = (2, 4, 16, 64)  # 8 and 32 dropped (budget): the curve is monotone between these
 EPOCHS = 4  # digits has 1437 training samples: 2874 steps at batch 2, 89 at batch 64
 SEEDS = (0, 1, 2, 3)  # 2 seeds left the LayerNorm indifference 'within noise' (t with 1 df is 12.7)
 DROP = 0.05  # BatchNorm's val_acc loss from batch 64 to 2: Wu & He's 11 points on ImageNet, halved for a 10-class task
@@ -24,7 +25,7 @@ SETUP = [("optimizer", "momentum (SGD, 0.9), lr 0.05 x batch/64", ("Goyal et al.
 
 
 def plan(quick):
-    norms, batches, seeds = (NORMS[:2], (4, 64), (0,)) if quick else (NORMS, BATCHES, SEEDS)
+    norms, batches, seeds = (NORMS[:2], (4, 64), (0,)) if quick else (RUN_NORMS, BATCHES, SEEDS)
     points = []
     for norm in norms:
         for batch in batches:

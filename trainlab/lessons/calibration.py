@@ -86,7 +86,7 @@ def draw(n, claims, folder):
     xs, ticks = categories([SETTINGS[m][0].replace(", ", ",\n") for m in names], len(SMOOTH))
     panels = []
     for title, ylabel, value in (
-            ("expected calibration error", "ECE (15 bins)", lambda g: n["val_ece"][g]),
+            ("expected calibration error (mean, 95 % interval)", "ECE (15 bins)", lambda g: n["val_ece"][g]),
             ("confidence - accuracy (> 0: overconfident)", "val_conf - val_acc",
              lambda g: [c - a for c, a in zip(n["val_conf"][g], n["val_acc"][g])])):
         lines = []
@@ -94,7 +94,7 @@ def draw(n, claims, folder):
             stats = [interval(value(f"{m}_ls{eps:g}")) for m in names]
             lines.append((f"label smoothing {eps:g}", xs[i], [s[0] for s in stats],
                           {"yerr": [s[1] for s in stats], "linestyle": "", "color": f"C{i}"}))
-        panels.append(Panel(title + " (mean, 95 % interval)", "", ylabel, lines, xticks=ticks,
+        panels.append(Panel(title, "", ylabel, lines, xticks=ticks,
                             hlines=[("calibrated", 0.0, {"color": "black", "linestyle": "-", "linewidth": 0.8})]))
     panels[1].hlines.append((f"smoothing's own shift -{2 * shift(n):.3f}", -2 * shift(n), {"color": "C1"}))
     return figure(folder / "calibration.png", panels, rule_title(TITLE.split(";")[0], claims), size=(8.5, 4.8))

@@ -107,10 +107,12 @@ def draw(n, claims, folder):
               [(label(c, n["best"][c]), *n["curves"][c], {"marker": ""}) for c in cures], logy=True),
         Panel("final val NLL (mean, 95 % interval)", "", "val_loss", [("val NLL", xs[0], [m for m, _ in nll],
                                                                        {"yerr": [h for _, h in nll]} | point)],
-              xticks=ticks),
+              xticks=ticks, hlines=[("unregularized", nll[0][0], {}),
+                                    (f"{CUT:.0%} lower", (1 - CUT) * nll[0][0], {"color": "C3"})]),
         Panel("train - val accuracy gap (zoomed)", "", "gap", [("gap", xs[0], [m for m, _ in gaps],
                                                                 {"yerr": [h for _, h in gaps]} | point)],
-              xticks=ticks)], rule_title(TITLE, claims), size=(6.5, 4.8))
+              xticks=ticks, hlines=[("unregularized", gaps[0][0], {}),
+                                    (f"{SHRINK:.0%} smaller", (1 - SHRINK) * gaps[0][0], {"color": "C3"})])], rule_title(TITLE, claims), size=(6.5, 4.8))
 
 
 def details(n):

@@ -111,16 +111,18 @@ def draw(n, claims, folder):
             lines.append((f"{LABELS[o]}, {'settled' if metric == 'settled' else 'first touch'}", n["kappas"],
                           [n[metric][f"{o}@{k}"] for k in n["kappas"]],
                           {"color": f"C{i}", "linestyle": style, "marker": "o" if metric == "settled" else "x"}))
-    base = n["settled"].get(f"sgd@{lo}")
-    if base:
-        lines.append(("~kappa", n["kappas"], [base * k / lo for k in n["kappas"]],
-                      {"color": "grey", "linestyle": "--", "marker": ""}))
+    for opt, label, power, style in (("sgd", "~kappa (from GD)", 1.0, "--"),
+                                     ("momentum", "~sqrt(kappa) (from heavy ball)", 0.5, "-.")):
+        base = n["settled"].get(f"{opt}@{lo}")
+        if base:
+            lines.append((label, n["kappas"], [base * (k / lo) ** power for k in n["kappas"]],
+                          {"color": "grey", "linestyle": style, "marker": ""}))
     curves = [(f"{LABELS[o]}, best {'settled' if m == 'settled' else 'first touch'} ({setting(n[m + '_best'][f'{o}@{hi}'])})",
                *n["curves"][f"{m}:{o}"], {"marker": "", "color": f"C{opts.index(o)}",
                                          "linestyle": "-" if m == "settled" else ":"})
               for m in ("settled", "touch") for o in opts if f"{m}:{o}" in n["curves"]]
     return figure(folder / "valleys.png", [
-        Panel(f"steps to val_loss <= {TARGET:g} (solid: stays below; dotted: first touch)", "condition number kappa",
+        Panel(f"steps to val_loss <= {TARGET:g}: settled (solid), first touch (dotted)", "condition number kappa",
               "steps (each at its own best setting)", lines, logx=True, logy=True),
         Panel(f"validation loss at kappa={hi}", "step", "val_loss", curves, logy=True,
               hlines=[(f"target {TARGET:g}", TARGET, {"color": "black"})])],

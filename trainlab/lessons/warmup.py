@@ -56,7 +56,7 @@ def plan(quick):
     steps, seeds = (10, (0,)) if quick else (STEPS, SEEDS)
     arms = ("post6_none", "post2_none") if quick else ARMS
     return [Point(f"{arm}_s{seed}", [*DATA, *ARMS[arm][1], f"trainer.max_steps={steps}",
-                                     f"trainer.eval_every={steps if quick else 10}", f"trainer.seed={seed}", *QUIET])
+                                     f"trainer.eval_every={steps if quick else 20}", f"trainer.seed={seed}", *QUIET])
             for arm in arms for seed in seeds]
 
 
@@ -86,7 +86,7 @@ def draw(n, claims, folder):
     arms = [a for a in ARMS if a in n["curves"]]
     lines = [(ARMS[a][0], *n["curves"][a], {"marker": "", "color": f"C{i}", "linestyle": "--" if "none" in a else "-"})
              for i, a in enumerate(arms)]
-    refs = [("previous-token loss", n["bigram"], {"color": "C3", "linestyle": ":"}),
+    refs = [("previous-token loss (stuck)", n["bigram"], {"color": "grey", "linestyle": "-."}),
             ("optimum", n["optimal"], {"color": "black", "linestyle": ":"})]
     xs, ticks = categories([ARMS[a][0].replace(", ", "\n") for a in arms], 1)
     finals = [interval(n["val_loss"][a]) for a in arms]
