@@ -10,7 +10,7 @@ from PIL import Image
 
 from trainlab.lessons import NAMES, lesson, teach
 
-MINE = ("adam_coordinates", "adaptive_generalization", "first_aid", "dropout", "batchnorm_modes")
+MINE = ("adam_coordinates", "adaptive_generalization", "first_aid", "dropout", "batchnorm_modes", "schedules")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "lessons"
 
 
@@ -157,6 +157,25 @@ def test_batchnorm_modes_scores_leave_the_running_statistics_alone():
     found = scores(model, x, y, 0)
     assert set(found) == {"eval", "batch_full", "batch_64", "batch_2", "one_class_32"}
     assert torch.equal(model[1].running_mean, before)  # train-mode passes ran on a copy
+
+
+def test_schedules_verdict_moves_with_its_numbers():
+    from trainlab.lessons.schedules import best_lrs
+
+    n = recorded("schedules")["numbers"]
+    assert _claim("schedules", n, "cosine_beats_constant").verdict == "reproduced"
+    flat = copy.deepcopy(n)  # cosine no better than constant at its best: the decay buys nothing
+    constant = n["loss"][f"constant@{best_lrs(n)['constant']}"]
+    for key in flat["loss"]:
+        if key.startswith("cosine@"):
+            flat["loss"][key] = [v + 0.001 for v in constant]
+    assert _claim("schedules", flat, "cosine_beats_constant").verdict == "not reproduced"
+    far = copy.deepcopy(n)  # WSD 0.02 above cosine: it no longer matches
+    cosine = n["loss"][f"cosine@{best_lrs(n)['cosine']}"]
+    for key in far["loss"]:
+        if key.startswith("wsd@"):
+            far["loss"][key] = [v + 0.02 for v in cosine]
+    assert _claim("schedules", far, "wsd_matches_cosine").verdict == "not reproduced"
 
 
 @pytest.mark.slow
