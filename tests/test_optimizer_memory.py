@@ -85,3 +85,13 @@ def test_list_optimizer_shows_the_measured_state(capsys):
     assert main(["optimizer"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "state: 2.0x params" in out and "state: 0.02x params" in out and "state: 0.0x params" in out
+
+
+@pytest.mark.skipif("optimizer_memory" not in __import__("inspect").getsource(__import__("trainlab.train").train),
+                    reason="trainlab/train.py does not write summary['optimizer_memory'] yet (the lead's wire)")
+def test_a_runs_summary_holds_its_optimizer_memory(train):
+    summary, _ = train("trainer.max_steps=2", "trainer.progress=false", "trainer.threads=1")  # default: AdamW, MLP
+    numbers, scalars = expected("adamw")  # the default job's MLP is the probe's (digits: 64 inputs, 10 classes)
+    assert summary["optimizer_memory"] == {"optimizer_state_bytes": numbers + scalars,
+                                           "param_bytes": F32 * sum(numel(s) for s in shapes().values()),
+                                           "ratio": pytest.approx(2.0001, abs=1e-4)}
