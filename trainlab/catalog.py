@@ -43,7 +43,14 @@ def main(argv):
         return 0
     from rich.console import Console
 
-    Console().print(options_table(list(rows(selected))))
+    memory = {}
+    if args.group == "optimizer":  # measured: one step of each on the default MLP (instruments/memory.py)
+        from trainlab.instruments.memory import ratio_text, state_ratios
+
+        memory = {option: ratio_text(ratio) for option, ratio in state_ratios().items()}
+    found = [(group, option, f"{what} ({memory[option]})" if option in memory else what, settings)
+             for group, option, what, settings in rows(selected)]
+    Console().print(options_table(found))
     return 0
 
 
