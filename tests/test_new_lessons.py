@@ -10,7 +10,7 @@ from PIL import Image
 
 from trainlab.lessons import NAMES, lesson, teach
 
-MINE = ("adam_coordinates", "adaptive_generalization", "first_aid", "dropout", "batchnorm_modes", "schedules")
+MINE = ("adam_coordinates", "adaptive_generalization", "first_aid", "dropout", "batchnorm_modes", "schedules", "mup")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "lessons"
 
 
@@ -176,6 +176,23 @@ def test_schedules_verdict_moves_with_its_numbers():
         if key.startswith("wsd@"):
             far["loss"][key] = [v + 0.02 for v in cosine]
     assert _claim("schedules", far, "wsd_matches_cosine").verdict == "not reproduced"
+
+
+def test_mup_verdict_moves_with_its_numbers():
+    n = recorded("mup")["numbers"]
+    assert _claim("mup", n, "mup_stays").verdict == "reproduced"
+    moved = copy.deepcopy(n)  # muP's wide net scores best at a 10x lower lr: no transfer
+    for key, losses in n["loss"].items():
+        p, width, lr = key.split("@")
+        if p == "mup" and width == "1024":
+            moved["loss"][key] = [0.0001 if float(lr) == 0.001 else 1.0 for _ in losses]
+    assert _claim("mup", moved, "mup_stays").verdict == "not reproduced"
+    sp_flat = copy.deepcopy(n)  # SP's wide net picks the narrow net's lr: SP transfers too
+    for key in n["loss"]:
+        p, width, lr = key.split("@")
+        if p == "sp":
+            sp_flat["loss"][key] = [0.0001 if float(lr) == 0.01 else 1.0 for _ in n["loss"][key]]
+    assert _claim("mup", sp_flat, "sp_moves").verdict == "not reproduced"
 
 
 @pytest.mark.slow
