@@ -10,7 +10,7 @@ from PIL import Image
 
 from trainlab.lessons import NAMES, lesson, teach
 
-MINE = ("adam_coordinates", "adaptive_generalization", "first_aid", "dropout", "batchnorm_modes", "schedules", "mup")
+MINE = ("adam_coordinates", "adaptive_generalization", "first_aid", "dropout", "batchnorm_modes", "schedules", "mup", "ema")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "lessons"
 
 
@@ -193,6 +193,17 @@ def test_mup_verdict_moves_with_its_numbers():
         if p == "sp":
             sp_flat["loss"][key] = [0.0001 if float(lr) == 0.01 else 1.0 for _ in n["loss"][key]]
     assert _claim("mup", sp_flat, "sp_moves").verdict == "not reproduced"
+
+
+def test_ema_verdict_moves_with_its_numbers():
+    n = recorded("ema")["numbers"]
+    assert _claim("ema", n, "helps_noisy").verdict == "reproduced"
+    same_as_raw = copy.deepcopy(n)  # the average no better than the raw weights
+    same_as_raw["ema"]["noisy"] = [v + 0.001 for v in n["raw"]["noisy"]]
+    assert _claim("ema", same_as_raw, "helps_noisy").verdict == "not reproduced"
+    gain = copy.deepcopy(n)  # a clear gain after the decay: "nothing to gain" fails
+    gain["ema"]["annealed"] = [v - 0.05 for v in n["raw"]["annealed"]]
+    assert _claim("ema", gain, "nothing_after_decay").verdict == "not reproduced"
 
 
 @pytest.mark.slow
