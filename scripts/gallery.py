@@ -10,6 +10,7 @@ import argparse
 import json
 import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,12 +47,14 @@ def section(recs):
     for i, r in enumerate(recs, 1):
         lines.append(f"| {i} | {r['title']} | `trainlab lesson {r['lesson']}` | {r['seconds']:.0f} s | "
                      f"{verdict_cell(r)} |")
-    lines += ["", f"Times: the whole command with `--jobs {recs[0]['jobs'] if recs else 2}` on this project's shared "
-              "2-core machine (often loaded by other jobs: a quiet machine is faster)." + (
-              " Over 5 minutes: " + ", ".join(f"`{r['lesson']}` ({r['seconds']:.0f} s)" for r in slow) +
-               " — their claims need many runs or long ones; see docs/notes/lessons.md." if slow else ""),
-              "Each verdict is one per sub-claim: an effect with its 95 % interval over seeds counts when it is at "
-              "least twice the interval's half-width, else it is 'within noise'.", ""]
+    jobs = recs[0]["jobs"] if recs else 2
+    over = (" Over 5 minutes: " + ", ".join(f"`{r['lesson']}` ({r['seconds']:.0f} s)" for r in slow) +
+            " — their claims need many runs or long ones; see docs/notes/lessons.md.") if slow else ""
+    note = (f"Times: the whole command with `--jobs {jobs}` on this project's shared 2-core machine (often loaded by "
+            f"other jobs: a quiet machine is faster).{over} Each verdict is one per sub-claim: an effect with its 95 % "
+            "interval over seeds counts when it is at least twice the interval's half-width, else it is 'within "
+            "noise'; docs/notes/lessons.md has the rule, the stability check and what each figure shows.")
+    lines += ["", *textwrap.wrap(note, width=116), ""]
     for i, r in enumerate(recs, 1):
         lines += [f"**{i}. {r['title']}** — `trainlab lesson {r['lesson']}`", "",
                   f"![{r['lesson']}](docs/lessons/{r['lesson']}.png)", "",

@@ -29,7 +29,7 @@ def test_a_changed_number_is_stale_until_regenerated(tmp_path, capsys):
     (tmp_path / "docs").mkdir()
     shutil.copytree(ROOT / "docs" / "lessons", tmp_path / "docs" / "lessons")
     shutil.copyfile(ROOT / "README.md", tmp_path / "README.md")
-    path = tmp_path / "docs" / "lessons" / "batchnorm.json"
+    path = tmp_path / "docs" / "lessons" / "clipping.json"
     record = json.loads(path.read_text())
     record["claims"][0]["effect"] = 0.123456
     path.write_text(json.dumps(record))
