@@ -295,3 +295,29 @@ def test_a_single_run_says_what_to_do_next_and_a_diverged_one_which_row_its_numb
     assert bad.returncode == 1
     assert "diverged after 7/100 steps" in bad.stdout and "last row (step 5)" in bad.stdout  # log_every=5
     assert f"trainlab doctor {tmp_path / 'bad'}" in bad.stdout
+
+
+def test_threads_come_from_the_cores_that_are_free_now(monkeypatch):
+    import torch
+
+    import trainlab.train as loop
+
+    big, small = torch.nn.Linear(1000, 1000), torch.nn.Linear(10, 10)
+    monkeypatch.setattr(loop, "usable_cores", lambda: 4)
+    monkeypatch.setattr(loop, "busy_cores", lambda interval=0.1: 1)
+    assert loop.thread_choice(small, 1) == (1, "a small model")
+    assert loop.thread_choice(big, 1) == (3, "3 of 4 cores free")  # another process holds one core
+    assert loop.thread_choice(big, 2) == (1, "3 of 4 cores free, 2 jobs at once")
+    monkeypatch.setattr(loop, "busy_cores", lambda interval=0.1: 9)
+    assert loop.thread_choice(big, 1) == (1, "1 of 4 cores free")
+
+
+def test_busy_cores_sees_a_process_that_holds_a_core():
+    import trainlab.train as loop
+
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert loop.busy_cores(interval=0.5) >= 1
+    finally:
+        burner.kill()

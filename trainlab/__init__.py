@@ -26,3 +26,6 @@ def compose(*overrides, config_dir=None):
     from trainlab.api import compose as _compose
 
     return _compose(*overrides, config_dir=config_dir)
+
+
+api_train = train  # the function itself, kept: importing trainlab/train.py rebinds `trainlab.train` to that module

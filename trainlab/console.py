@@ -64,9 +64,10 @@ def print_config(cfg, run_dir):
     console.print(table)
 
 
-def print_setup(device, threads, init_note=None, processes=1):
-    """What the build decided: device, threads, processes, and what the init did (its gains)."""
-    line = f"device={device}  torch threads={threads}" + (f"  processes={processes}" if processes > 1 else "")
+def print_setup(device, threads, why=None, init_note=None, processes=1):
+    """What the build decided: device, threads (and why, when trainlab chose), processes, what the init did."""
+    line = f"device={device}  torch threads={threads}" + (f" ({why})" if why else "") + \
+        (f"  processes={processes}" if processes > 1 else "")
     console.print(line + (f"  init: {init_note}" if init_note else ""), soft_wrap=True)
 
 

@@ -128,12 +128,28 @@ def broadcast(obj, src=0):
     return box[0]
 
 
-def _rank_entry(cfg, run_dir, parallel_jobs, config_shown):
-    """One rank of trainer.devices=N: join the group, train, leave."""
+def resolve_device(name, rank=0):
+    """auto: cuda, then mps, then cpu. Several processes on one GPU machine: one GPU per local rank."""
+    import torch
+
+    from trainlab.config import ConfigError
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("trainer.device=cuda but no CUDA GPU is visible to torch; use trainer.device=auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.device=mps but this torch has no MPS (Apple GPU); use trainer.device=auto or cpu")
+    if name == "cuda" and rank_world()[1] > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    return torch.device(name)
+
+
+def _rank_entry(run, cfg, run_dir, parallel_jobs, config_shown):
+    """One rank of trainer.devices=N: join the group, train (run: trainlab.train.run), leave."""
     from pathlib import Path
 
     from trainlab.state import watch_parent
-    from trainlab.train import resolve_device, run
 
     watch_parent()  # the launching job dies (kill -9): this rank stops too
     init_from_env(resolve_device(cfg["trainer"]["device"]).type)
@@ -143,8 +159,9 @@ def _rank_entry(cfg, run_dir, parallel_jobs, config_shown):
         dist.destroy_process_group()
 
 
-def launch(cfg, run_dir, parallel_jobs=1, config_shown=False):
-    """trainer.devices=N: N ranks on this machine through torch.distributed's elastic launch; rank 0's summary."""
+def launch(run, cfg, run_dir, parallel_jobs=1, config_shown=False):
+    """trainer.devices=N: N ranks on this machine through torch.distributed's elastic launch, each calling
+    run(cfg, run_dir, ...) (the loop passes itself: this module never imports it); rank 0's summary."""
     import socket
     import uuid
 
@@ -165,7 +182,7 @@ def launch(cfg, run_dir, parallel_jobs=1, config_shown=False):
         raise ConfigError(f"data.batch_size={cfg['data']['batch_size']} does not split into {config.nproc_per_node} "
                           f"equal shares (one per process): use a multiple of {config.nproc_per_node}")
     try:
-        results = elastic_launch(config, _rank_entry)(cfg, str(run_dir), parallel_jobs, config_shown)
+        results = elastic_launch(config, _rank_entry)(run, cfg, str(run_dir), parallel_jobs, config_shown)
     except ChildFailedError as exc:  # a rank raised: the first failure's own words, a config error as one
         rank, failure = exc.get_first_failure()
         message = failure.message.get("message", str(failure)) if isinstance(failure.message, dict) else \

@@ -24,7 +24,9 @@ TAGS = {"train_loss": "Loss/train", "val_loss": "Loss/val", "val_loss_ema": "Los
         "train_acc": "Accuracy/train", "val_acc": "Accuracy/val", "val_acc_ema": "Accuracy/val_ema",
         "val_ece": "calibration/val_ece", "val_conf": "calibration/val_confidence", "lr": "opt/lr",
         "grad_norm": "opt/grad_norm", "clipped": "opt/clipped", "update_ratio": "opt/update_ratio",
-        "train_loss_se": "Loss/train_batch_noise"}
+        "train_loss_se": "Loss/train_batch_noise", "sharpness": "curvature/sharpness",
+        "two_over_lr": "curvature/two_over_lr", "sharpness_adam": "curvature/sharpness_adam",
+        "adam_threshold": "curvature/adam_threshold"}
 
 
 def finite_or_none(v):
@@ -175,9 +177,12 @@ class RunFiles:
     def __init__(self, run_dir, writer, jsonl, health):
         self.run_dir, self.writer, self.jsonl, self.health_file = Path(run_dir), writer, jsonl, health
         self.shown = 0  # findings already given a TensorBoard entry
+        self.render = lambda finding, overrides: str(finding)  # a finding's TensorBoard text (open: the doctor's)
 
     @classmethod
-    def open(cls, run_dir, cfg, device, start_step=0, write=True):
+    def open(cls, run_dir, cfg, device, start_step=0, write=True, render=None):
+        """render(finding, overrides): the text of a finding in TensorBoard (the doctor's markdown: passed in, so that
+        the run's files never import the doctor that reads them)."""
         if not write:
             return cls(run_dir, None, None, None)
         from torch.utils.tensorboard import SummaryWriter
@@ -202,8 +207,10 @@ class RunFiles:
                      "them)")
         events = any(run_dir.glob("events.out.tfevents*"))
         writer = SummaryWriter(log_dir=str(run_dir), purge_step=start_step if events else None)
-        return cls(run_dir, writer, open(run_dir / "metrics.jsonl", "a", buffering=1),
-                   open(run_dir / "health.jsonl", "a", buffering=1) if cfg["doctor"]["name"] != "off" else None)
+        files = cls(run_dir, writer, open(run_dir / "metrics.jsonl", "a", buffering=1),
+                    open(run_dir / "health.jsonl", "a", buffering=1) if cfg["doctor"]["name"] != "off" else None)
+        files.render = render or files.render
+        return files
 
     def row(self, step, row):
         """One metrics row: a line of metrics.jsonl (line-buffered: on disk when the call returns) and scalars."""
@@ -220,24 +227,27 @@ class RunFiles:
         self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, simple_value=float(v))
                                                            for tag, v in values.items()]), step)
 
-    def health(self, step, layers):
-        """Per-layer statistics of one signal-health pass: one health.jsonl line, TensorBoard health/<stat>/<layer>."""
+    def health(self, step, layers, noise=None):
+        """Per-layer statistics of one signal-health pass: one health.jsonl line, TensorBoard health/<stat>/<layer>;
+        with the gradient noise scale of that batch (noise: b_simple, grad_sq, trace_cov, batch_size) as noise/."""
         if self.jsonl is None:
             return
-        self.health_file.write(json.dumps({"step": step, "layers": layers}) + "\n")
-        self.scalars({f"health/{stat}/{layer['layer']:02d}_{layer['name']}": v for layer in layers
-                      for stat, v in layer.items() if stat not in ("layer", "name", "kind") and v is not None}, step)
+        self.health_file.write(json.dumps({"step": step, "layers": layers} | ({"noise": noise} if noise else {}))
+                               + "\n")
+        values = {f"health/{stat}/{layer['layer']:02d}_{layer['name']}": v for layer in layers
+                  for stat, v in layer.items() if stat not in ("layer", "name", "kind") and v is not None}
+        values |= {f"noise/{k}": v for k, v in (noise or {}).items() if isinstance(v, (int, float)) and v is not None
+                   and math.isfinite(v)}
+        self.scalars(values, step)
 
     def findings(self, findings, overrides, changed=False):
         """diagnosis.json holds every finding so far (rewritten when one is added, or `changed`: a skip count grew);
         each new one also becomes a TensorBoard text entry."""
         if self.jsonl is None or (len(findings) == self.shown and not changed):
             return
-        from trainlab.doctor.report import markdown
-
         write_json(self.run_dir / "diagnosis.json", [d.to_json() for d in findings])
         for i, d in enumerate(findings[self.shown:], self.shown):  # unique tags: two findings never overwrite
-            self.writer.add_text(f"doctor/{i:03d}_{d.kind}", markdown(d, overrides), d.step or 0)
+            self.writer.add_text(f"doctor/{i:03d}_{d.kind}", self.render(d, overrides), d.step or 0)
         self.shown = len(findings)
 
     def hparams(self, hparams, metrics):
