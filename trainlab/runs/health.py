@@ -12,6 +12,7 @@ from pathlib import Path
 
 from trainlab.config import ConfigError
 from trainlab.runs.files import read_rows
+from trainlab.runs.records import value
 
 NO_HEALTH = "doctor=off, doctor.health_every=0, or the run stopped before its first pass"
 
@@ -114,7 +115,6 @@ def summary_block(picked):
 
 def report(parser, groups, root, args):
     """`trainlab compare DIR --depth [--step N]`: a summary per run and DIR/depth.png."""
-    from trainlab.runs.compare import value
     from trainlab.runs.figures import write_figure
     from trainlab.runs.tables import print_blocks, short_names
 

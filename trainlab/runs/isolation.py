@@ -12,7 +12,7 @@ import statistics
 import sys
 from collections import Counter
 
-from trainlab.runs.compare import METRICS, SEED_KEY, _order, metric, swept_keys, value
+from trainlab.runs.records import METRICS, SEED_KEY, metric, sort_key, swept_keys, value
 
 
 def _float(v):
@@ -59,7 +59,7 @@ def isolate(group, by, nuisance):
                         "mean": best and best["mean"], "std": best and best["std"], "n": best["n"] if best else 0,
                         "ok_points": len(ok), "points": len(points), "edge": at_edge(points, best, nuisance),
                         "runs": [r["name"] for r in best["runs"]] if best else [], "all_points": points})
-    results.sort(key=lambda r: _order(r["mean"], higher))
+    results.sort(key=lambda r: sort_key(r["mean"], higher))
     for i, r in enumerate(results, 1):
         r["rank"] = i
     return results
@@ -175,12 +175,12 @@ def isolation_figure(done, by, nuisance):
             ax = axes[row][i]
             xs = [x for r in results for p in r["all_points"] if (x := p["setting"][i]) is not None]
             numeric = all(_float(x) is not None for x in xs)
-            places = sorted(set(xs), key=_order)
+            places = sorted(set(xs), key=sort_key)
             where = _float if numeric else places.index
             ys = []
             for c, r in enumerate(results):
                 best, failed = profile(r["all_points"], i, higher)
-                order = sorted(best, key=_order)
+                order = sorted(best, key=sort_key)
                 text = ", ".join(f"{k}={v}" for k, v in r["by"].items())
                 color = f"C{c % 10}"
                 x, y = [where(x) for x in order], [best[x]["mean"] for x in order]

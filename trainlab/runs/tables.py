@@ -12,7 +12,7 @@ import json
 import math
 from collections import Counter
 
-from trainlab.runs.compare import METRICS, spec
+from trainlab.runs.records import METRICS, spec
 
 ABBREV = {"optimizer": "opt", "regularization": "reg", "schedule": "sched", "precision": "prec"}
 NUMERIC = ("rank", "n", *METRICS)
