@@ -15,6 +15,7 @@ The contract of a lesson module (add one: the module, and its name in NAMES; doc
                                        rule: an effect counts when >= 2x its 95 % half-width, else "within noise");
                                        tests call it on docs/lessons/NAME.json's numbers
     draw(numbers, claims, folder) -> Path   the figure, folder / "NAME.png"; its title states the claim and verdict
+    details(numbers) -> str            optional: markdown the report shows after the sub-claims (a lesson's table)
 
 `teach` runs plan, numbers, judge, draw and writes report.md and lesson.json ({lesson, title, claim, verdict,
 claims: [Claim as dict], numbers, setup, seconds, jobs, quick, torch}); the verdict line is common.overall(claims):
