@@ -10,7 +10,8 @@ from PIL import Image
 
 from trainlab.lessons import NAMES, lesson, teach
 
-MINE = ("adam_coordinates", "adaptive_generalization", "first_aid", "dropout", "batchnorm_modes", "schedules", "mup", "ema")
+MINE = ("adam_coordinates", "adaptive_generalization", "first_aid", "dropout", "batchnorm_modes", "schedules", "mup",
+        "ema")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "lessons"
 
 
@@ -98,11 +99,11 @@ def test_adaptive_generalization_verdict_moves_with_its_numbers():
 
 def test_first_aid_verdict_moves_with_its_numbers():
     n = recorded("first_aid")["numbers"]
-    relu = _claim("first_aid", n, "plateau_ReLU")
+    relu = _claim("first_aid", n, "plateau_relu")
     assert relu.verdict == "reproduced"
     stuck = copy.deepcopy(n)  # ReLU stays on the plateau: no rescue
     stuck["acc"]["plateau@ReLU"] = [v + 0.01 for v in n["acc"]["plateau@broken"]]
-    assert _claim("first_aid", stuck, "plateau_ReLU").verdict == "not reproduced"
+    assert _claim("first_aid", stuck, "plateau_relu").verdict == "not reproduced"
     other = copy.deepcopy(n)  # the doctor's first fix for the plateau becomes ReLU: it is scored as ReLU's runs
     other["doctor"]["plateau"] = ["model.activation=relu"]
     assert _claim("first_aid", other, "doctor_plateau").effect == pytest.approx(relu.effect)
@@ -140,7 +141,7 @@ def test_batchnorm_modes_verdict_moves_with_its_numbers():
     n = recorded("batchnorm_modes")["numbers"]
     assert _claim("batchnorm_modes", n, "lagging_running_stats").verdict == "reproduced"
     caught_up = copy.deepcopy(n)  # running statistics that caught up: eval mode scores as full-batch statistics do
-    caught_up["acc"]["0.001@eval"] = [v - 0.002 for v in n["acc"]["0.001@batch_full"]]
+    caught_up["acc"]["0.0001@eval"] = [v - 0.002 for v in n["acc"]["0.0001@batch_full"]]
     assert _claim("batchnorm_modes", caught_up, "lagging_running_stats").verdict == "not reproduced"
 
 

@@ -4,6 +4,8 @@ are lr/10 and clipping the gradient norm at 1.0. A plateau: a 6-layer sigmoid ML
 for sigmoid is 1, and sigmoid's slope is at most 1/4, so the backward signal shrinks >= 4x per layer) stays at
 chance; the kit is lr x3, ReLU or GELU instead of sigmoid, a wider net. Each fix is one override on the broken run;
 the doctor's own fixes for the broken runs (summary.json) are scored against the same runs."""
+import re
+
 from trainlab.lessons import Point
 from trainlab.lessons.common import QUIET, Panel, figure, interval, more, rule_title, table
 
@@ -35,7 +37,8 @@ SETUP = [("data, model", "digits; MLP depth 2 width 256 (nan), depth 6 width 64 
 
 
 def slug(fix):
-    return fix.replace("/", "-").replace(" ", "-").replace(".", "")
+    """'lr/10' -> 'lr_10', 'clip 1.0' -> 'clip_1_0': run directory and sub-claim names."""
+    return re.sub(r"[^a-z0-9]+", "_", fix.lower()).strip("_")
 
 
 def plan(quick):
