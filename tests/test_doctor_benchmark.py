@@ -70,7 +70,7 @@ def test_issue_25s_cases_are_among_the_benchmarks():
                          ("adam_eps", "optimizer=adam optimizer.eps=1"),
                          ("labels_without_signal", "data=blobs trainer.max_steps=300 data.label_noise=0.75"),
                          ("healthy", "regularization=mixup regularization.ema_decay=0.99"),
-                         ("healthy", "experiment=modular_addition trainer.max_steps=1500")]:
+                         ("healthy", "experiment=modular_addition trainer.max_steps=3000")]:
         assert any(c.label == label and words in o for c, o in zip(bench.CASES, overrides)), words
     assert not any(c.repairable for c in bench.CASES + bench.HELDOUT if "data.label_noise=0.9" in c.overrides)
 

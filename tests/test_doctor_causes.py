@@ -14,9 +14,9 @@ from trainlab.doctor.findings import Diagnosis
 from trainlab.doctor.fixes import LR_FIND, command, far_off, max_decay, merge, regularize_fixes
 from trainlab.doctor.report import command_lines, show
 from trainlab.doctor.signals import nonfinite_fixes
-from trainlab.doctor.smells import config_smells, no_label_signal
+from trainlab.doctor.smells import config_smells, first_loss, no_label_signal
 from trainlab.doctor.verdict import verdict
-from trainlab.doctor.watch import Watch, first_loss
+from trainlab.doctor.watch import Watch
 
 FP16 = ["precision=fp16", "model.depth=6", "init=normal", "init.std=0.5"]  # inf in a step-0 forward pass
 

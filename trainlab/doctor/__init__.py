@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from trainlab.doctor.findings import Diagnosis
 from trainlab.doctor.fixes import clip_fix, lr_down
-from trainlab.doctor.watch import WATCH_KEYS, Watch, confirmed, first_loss, observe
+from trainlab.doctor.smells import first_loss
+from trainlab.doctor.watch import WATCH_KEYS, Watch, confirmed, observe
 
 HEALTH_KEYS = ("vanish", "explode", "dead", "saturated")
 

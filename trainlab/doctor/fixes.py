@@ -87,10 +87,11 @@ def width_fix(cfg, factor):
 
 def init_fix(cfg):
     """The init that matches the activation at its standard gain ([] when the run has one): He for ReLU/GELU,
-    Xavier for tanh/sigmoid; a hand-set gain goes back to calculate_gain's."""
+    Xavier for tanh/sigmoid; a hand-set gain goes back to the one its init ships (null: calculate_gain's)."""
     node, squash = cfg["init"], cfg["model"]["activation"] in ("tanh", "sigmoid")
-    if node.get("gain") is not None:
-        return ["init.gain=null"]
+    home = shipped("init", node["name"], "gain")
+    if "gain" in node and node["gain"] not in (home, "auto"):  # auto: the activation's gain, the standard one
+        return [f"init.gain={_value(home)}"]
     if node["name"] in (("xavier", "orthogonal") if squash else ("he", "mup", "orthogonal")):
         return []
     return ["init=xavier" if squash else "init=he"]

@@ -1,10 +1,15 @@
-"""Config smells: combinations known to train badly, reported before the first step.
+"""Config smells: combinations known to train badly, reported before the first step; and the step-0 loss.
 
     findings = config_smells(cfg, small_batch=16, high_lr=1e-3)     # a list of Diagnosis, step None
+    d = first_loss(cfg, 0, loss, meta)                                # the step-0 loss against log(classes), or None
 """
-from trainlab.doctor.findings import Diagnosis
-from trainlab.doctor.fixes import lr_fix, warmup_fix, warmup_steps
+import math
 
+from trainlab.doctor.findings import Diagnosis
+from trainlab.doctor.fixes import init_fix, lr_fix, warmup_fix, warmup_steps
+
+FIRST_LOSS = 2.0  # a step-0 loss above log(classes) + max(2 nats, log(classes)), or below half of it: a mismatch
+# (He-initialized healthy MLPs start at ~1 nat above log(10) on digits; a head init off by 10x starts 30+ above)
 ADAM_LIKE = ("adam", "adamw", "nadam", "radam", "lion", "sophia", "adafactor", "rmsprop")  # per-coordinate steps
 
 
@@ -40,8 +45,9 @@ def config_smells(cfg, small_batch=16, high_lr=1e-3, per_process_batch=None, num
             "affected", {"batch_size": seen}, [f"data.batch_size={batch * small_batch // seen * 2}", "norm=layernorm"]))
     if init == "xavier" and act in ("relu", "gelu"):
         found.append(Diagnosis(
-            "smell", "info", None, "init", f"init=xavier with {act}: Glorot's variance 2/(fan_in+fan_out) (gain "
-            "sqrt(2) here) equals He's 2/fan_in only on square layers; He keeps ReLU activations steady in depth",
+            "smell", "info", None, "init", f"init=xavier with {act}: Glorot's variance gain^2 x 2/(fan_in+fan_out) "
+            f"(init.gain={cfg['init']['gain']} here) equals He's 2/fan_in only at gain sqrt(2) on square layers; He "
+            "keeps ReLU activations steady in depth",
             {}, ["init=he"]))
     if init == "he" and act in ("tanh", "sigmoid"):
         found.append(Diagnosis(
@@ -61,3 +67,26 @@ def config_smells(cfg, small_batch=16, high_lr=1e-3, per_process_batch=None, num
             {"lr": opt["lr"]}, ["model.norm_position=pre", *warmup_fix(cfg, 2)]))  # pre-LN: no warmup needed
     # fp16 without a scaler cannot be configured: precision=fp16 always builds a GradScaler (precision.py)
     return found
+
+
+def first_loss(cfg, step, loss, meta):
+    """The step-0 loss (before any update) against its expected value: log(C) for C classes, what a model that
+    guesses uniformly scores (mixup and label smoothing give the same). Far above: the head starts confident (a head
+    init or an input scale too large); far below: the labels leak or the loss is not cross-entropy. None: as
+    expected, not step 0, or no class count known (regression has no reference here)."""
+    classes = meta.get("num_classes") if meta and meta.get("task", "classify") != "regress" else None
+    if step != 0 or not classes or classes < 2 or loss is None or not math.isfinite(loss):
+        return None
+    expected = math.log(classes)
+    high, low = loss > expected + max(FIRST_LOSS, expected), loss < expected / 2
+    if not (high or low):
+        return None
+    why = ("the head starts confident: its logits are large before any training (an init scale too large for the "
+           "head, or inputs on a large scale); see init.std / init.gain" if high else
+           "a model that has learned nothing cannot do better than guessing: the labels leak into the inputs, or the "
+           "loss is not the cross-entropy of these labels")
+    fixes = ([*init_fix(cfg), *(["init=default"] if cfg["init"]["name"] != "default" else [])] if high else [])
+    return Diagnosis("initial_loss", "warning", 0, "train_loss", f"the loss at step 0 is {loss:.4g}, "
+                     f"{'far above' if high else 'far below'} log({classes}) = {expected:.4g}, the loss of uniform "
+                     f"guessing: {why}", {"loss": loss, "expected": expected, "classes": classes},
+                     list(dict.fromkeys(fixes)))

@@ -12,15 +12,13 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 
 from trainlab.doctor.findings import Diagnosis
-from trainlab.doctor.fixes import (LR_FIND, clip_fix, far_off, far_off_reasons, init_fix, lead_fixes, lr_down, lr_up,
+from trainlab.doctor.fixes import (LR_FIND, clip_fix, far_off, far_off_reasons, lead_fixes, lr_down, lr_up,
                                    regularize_fixes, shipped, signal_fixes, then, warmup_fix, width_fix)
 
 LEARNED = 0.97  # overfitting needs a best val loss below this fraction of the untrained one: something was learned
 ANNEALED = 0.25  # a plateau window whose median lr is below this fraction of the run's largest: a decayed schedule
 RECOVERED = 0.8  # a plateau is over (withdrawn, "recovered at step N") once the loss falls below 80 % of its level
 GENERALIZING = 0.05  # val_acc up this much over the last overfit_evals evaluations, at its best: still generalizing
-FIRST_LOSS = 2.0  # a step-0 loss above log(classes) + max(2 nats, log(classes)), or below half of it: a mismatch
-# (He-initialized healthy MLPs start at ~1 nat above log(10) on digits; a head init off by 10x starts 30+ above)
 WATCH_KEYS = ("window", "spike_z", "spike_min", "spike_repeat", "plateau_frac", "plateau_rel", "plateau_high",
               "plateau_update", "overfit_evals", "overfit_rise", "overfit_gap")
 
@@ -104,29 +102,6 @@ def observe(watch, step, row, findings=()):
     if row.get("val_loss") is not None:
         found += _overfit(watch, step, row["val_loss"])
     return found
-
-
-def first_loss(cfg, step, loss, meta):
-    """The step-0 loss (before any update) against its expected value: log(C) for C classes, what a model that
-    guesses uniformly scores (mixup and label smoothing give the same). Far above: the head starts confident (a head
-    init or an input scale too large); far below: the labels leak or the loss is not cross-entropy. None: as
-    expected, not step 0, or no class count known (regression has no reference here)."""
-    classes = meta.get("num_classes") if meta and meta.get("task", "classify") != "regress" else None
-    if step != 0 or not classes or classes < 2 or loss is None or not math.isfinite(loss):
-        return None
-    expected = math.log(classes)
-    high, low = loss > expected + max(FIRST_LOSS, expected), loss < expected / 2
-    if not (high or low):
-        return None
-    why = ("the head starts confident: its logits are large before any training (an init scale too large for the "
-           "head, or inputs on a large scale); see init.std / init.gain" if high else
-           "a model that has learned nothing cannot do better than guessing: the labels leak into the inputs, or the "
-           "loss is not the cross-entropy of these labels")
-    fixes = ([*init_fix(cfg), *(["init=default"] if cfg["init"]["name"] != "default" else [])] if high else [])
-    return Diagnosis("initial_loss", "warning", 0, "train_loss", f"the loss at step 0 is {loss:.4g}, "
-                     f"{'far above' if high else 'far below'} log({classes}) = {expected:.4g}, the loss of uniform "
-                     f"guessing: {why}", {"loss": loss, "expected": expected, "classes": classes},
-                     list(dict.fromkeys(fixes)))
 
 
 def confirmed(watch, found):
