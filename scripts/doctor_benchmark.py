@@ -265,14 +265,21 @@ def job(index, overrides):
                    "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def cost(overrides):
+    """A rough cost of a case for ordering: its steps, x3 under fp16 (emulated on a CPU), x2 for a Transformer."""
+    steps = next((int(o.split("=")[1]) for o in reversed(overrides) if o.startswith("trainer.max_steps=")), 600)
+    return steps * (3 if "precision=fp16" in overrides else 1) * (2 if any("transformer" in o for o in overrides) else 1)
+
+
 def run_all(cases, workers):
     """Every case, then (as each pathology ends) its repair run; returns one record per case."""
     from trainlab.doctor.fixes import merge
 
     records = [asdict(c) for c in cases]
     ctx = multiprocessing.get_context("spawn")  # no torch state inherited; each worker imports once
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        pending = {pool.submit(job, i, c.overrides): (i, "run") for i, c in enumerate(cases)}
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:  # the longest first: no long case left for the end
+        order = sorted(range(len(cases)), key=lambda i: -cost(cases[i].overrides))
+        pending = {pool.submit(job, i, cases[i].overrides): (i, "run") for i in order}
         while pending:
             future = next(as_completed(pending))
             i, phase = pending.pop(future)
