@@ -17,7 +17,7 @@ CLAIM = ("When features (or curvature directions) have scales that differ by ord
 OBJECTIVE = "Adam's per-coordinate learning rate"
 KAPPA, TARGET, BUDGET = 1000, 1e-4, 2000  # val_loss starts ~0.5: the target is ~4 decades down; GD at its best
 # lr settles in ~1430 steps (a one-seed pilot), Adam in ~240
-X
+GRIDS = {"sgd": (0.2, 0.25, 0.3, 0.35, 0.4),  # GD diverges above 2/L: at 0.4 in a one-seed pilot
          "adam": (0.003, 0.01, 0.03, 0.1, 0.3)}
 LABELS = {"sgd": "GD", "adam": "Adam"}
 BASES = {"aligned": "false", "rotated": "true"}  # name -> data.rotate
