@@ -30,8 +30,8 @@ SETUP = [("data", "digits, val_fraction 0.8 (360 training samples), 30 % of trai
          ("regularization", f"dropout p={P} vs none", "Srivastava et al.'s hidden-unit rate"),
          ("optimizer", "adamw lr 1e-3, weight_decay 0", "no other regularizer"),
          ("steps", f"{STEPS}, warmup + cosine (defaults)", "past the point where the plain net fits its samples"),
-         ("measurement", f"last checkpoint; the mean of the first hidden layer's dropout output over the validation "
-          f"set, train vs eval mode; MC average of {MASKS} masks' softmax", "the same weights for every comparison"),
+         ("measurement", (f"last checkpoint; the mean of the first hidden layer's dropout output over the validation "
+          f"set, train vs eval mode; MC average of {MASKS} masks' softmax"), "the same weights for every comparison"),
          ("seeds", ", ".join(map(str, SEEDS)), "trainer.seed: init, batches and masks")]
 
 
@@ -61,7 +61,7 @@ def trained(folder, name):
     cfg = compose(*yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()))
     _, (x_val, y_val), meta = build_data(cfg["data"], torch.device("cpu"))
     model = build_model(cfg["model"], meta, build_norm(cfg["norm"]), cfg["regularization"]["dropout"], 0.0)
-    path = sorted((run / "checkpoints").glob("step-*.pt"))[-1]
+    path = max((run / "checkpoints").glob("step-*.pt"))
     model.load_state_dict(torch.load(path, weights_only=True)["model"])
     return model, x_val, y_val
 
@@ -87,7 +87,7 @@ def measure(model, x, y, seed, inverted=True):
         train_mean = seen[-1]
         probs = sum(model(x).softmax(-1) for _ in range(MASKS)) / MASKS
     hook.remove()
-    acc = lambda out: (out.argmax(-1) == y).float().mean().item()  # noqa: E731
+    acc = lambda out: (out.argmax(-1) == y).float().mean().item()
     return {"ratio": train_mean / eval_mean, "eval": acc(logits), "single": acc(single), "mc": acc(probs)}
 
 
