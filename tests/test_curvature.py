@@ -1,5 +1,9 @@
 """Sharpness by power iteration: against the exact Hessian of a tiny net, against the quadratic's own curvature, the
 preconditioned form, a saddle's negative top, and the model left exactly as it was."""
+import copy
+import json
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -36,6 +40,16 @@ def test_power_iteration_matches_the_exact_hessian_within_1_percent(seed):
     net, x, y = tiny(seed)
     top = torch.linalg.eigvalsh(exact_hessian(net, x, y))[-1].item()
     assert top_hessian_eigenvalue(net, F.cross_entropy, x, y) == pytest.approx(top, rel=0.01)
+
+
+def test_agrees_with_pyhessian():
+    """PyHessian (Yao et al. 2020; `pip install --no-deps pyhessian`: its wheel is pure Python) on the same batch."""
+    pyhessian = pytest.importorskip("pyhessian")
+    net, x, y = tiny(4)
+    torch.manual_seed(0)
+    theirs = pyhessian.hessian(net, torch.nn.CrossEntropyLoss(), data=(x, y), cuda=False).eigenvalues(
+        maxIter=200, tol=1e-6)[0][0]
+    assert top_hessian_eigenvalue(net, F.cross_entropy, x, y) == pytest.approx(theirs, rel=0.01)
 
 
 def test_preconditioned_sharpness_is_the_top_eigenvalue_of_d_inverse_h():
@@ -95,3 +109,43 @@ def test_adam_preconditioner_and_threshold():
     # after one step: v_hat = g^2, so D = (1 - 0.9) (|g| + eps)
     torch.testing.assert_close(d[0], 0.1 * (g.abs() + 1e-8))
     assert adam_threshold(0.01, 0.9) == pytest.approx(3800.0)
+
+
+# --- the edge_of_stability lesson: its judge on its recorded numbers, a quick run end to end, the full study (slow)
+RECORD = Path(__file__).resolve().parent.parent / "docs" / "instruments" / "edge_of_stability.json"
+
+
+def test_edge_of_stability_judge_on_its_recorded_numbers():
+    from trainlab.lessons import lesson
+
+    module, record = lesson("edge_of_stability"), json.loads(RECORD.read_text())
+    claims = module.judge(copy.deepcopy(record["numbers"]))
+    assert [(c.name, c.verdict) for c in claims] == [(c["name"], c["verdict"]) for c in record["claims"]]
+    moved = copy.deepcopy(record["numbers"])
+    for run in moved["runs"].values():  # lr 0.6's sharpness 40 % above 2/lr: it no longer hovers there
+        run["ratio_late"] = run["ratio_late"] * 1.4 if run["lr"] == 0.6 else run["ratio_late"]
+    after = {c.name: c.verdict for c in module.judge(moved)}
+    assert {c.name: c.verdict for c in claims}["hover_0.6"] == "reproduced" and after["hover_0.6"] == "not reproduced"
+
+
+def test_edge_of_stability_quick_run_end_to_end(tmp_path):
+    from trainlab.lessons import lesson, teach
+
+    report, folder = teach("edge_of_stability", out=tmp_path / "eos", quick=True, jobs=1, progress=False)
+    record = json.loads((folder / "lesson.json").read_text())
+    assert [c["name"] for c in record["claims"]] == ["hover_0.6", "capped_0.6", "rise_0.6", "falls_0.6",
+                                                     "nonmono_0.6", "below_0.2", "monotone_0.2"]
+    assert (folder / "edge_of_stability.png").is_file() and "2/lr" in (folder / "report.md").read_text()
+    runs = record["numbers"]["runs"]
+    assert [s for s, _ in runs["lr0.6_s0"]["sharpness"]] == [0, 20, 40]  # init, then every checkpoint
+    assert lesson("edge_of_stability").judge(record["numbers"])
+
+
+@pytest.mark.slow
+def test_edge_of_stability_full_study(tmp_path):
+    from trainlab.lessons import teach
+
+    report, _ = teach("edge_of_stability", out=tmp_path / "eos", jobs=2, progress=False)
+    got = {c.name: c.verdict for c in report.claims}
+    for name in ("hover_0.6", "capped_0.6", "rise_0.6", "below_0.2", "monotone_0.2"):
+        assert got[name] == "reproduced", (name, got)
