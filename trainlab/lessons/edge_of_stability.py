@@ -5,6 +5,11 @@ falling, not monotonically; at a small lr (2/lr above the sharpness the net reac
 
 Sharpness comes from the runs' metrics.jsonl when the loop logs it (doctor.sharpness_every), else from their
 checkpoints (trainer.ckpt_every), measured on the full training set.
+
+Changed after the first full run (3 seeds), and why: 5 seeds (3 gave t-intervals too wide to decide); the loss's fall
+by the medians of the second and last quarters instead of two endpoints (an endpoint can sit on a spike); the sub-claim
+"capped" (the stable lr's sharpness ended near 5 = 2/0.4 by itself, so lr 0.4's hovering at 2/lr proves nothing
+unless the edge holds the sharpness below where the net goes anyway). Thresholds were not moved.
 """
 import statistics
 
