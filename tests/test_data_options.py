@@ -106,12 +106,12 @@ def test_sigmoid_activation_and_its_gain():
     from trainlab.parts.inits import build_init, resolve_gain
     from trainlab.parts.models import build_model
 
-    cfg = compose("model.activation=sigmoid", "init=xavier")
+    cfg = compose("model.activation=sigmoid", "init=xavier", "init.gain=auto")
     validate(cfg)
     model = build_model(cfg["model"], {"shape": (8,), "num_classes": 3, "task": "classify"}, lambda d: nn.Identity(),
                         0.0, 0.0)
     assert sum(isinstance(m, nn.Sigmoid) for m in model.modules()) == cfg["model"]["depth"]
-    assert resolve_gain("sigmoid", None) == (1.0, "sigmoid")  # torch's calculate_gain('sigmoid')
+    assert resolve_gain("sigmoid", "auto") == (1.0, "sigmoid")  # torch's calculate_gain('sigmoid')
     note = build_init(cfg["init"], "sigmoid")(model)
     assert "gain 1 (sigmoid) on body.*" in note
 

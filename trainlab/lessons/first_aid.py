@@ -20,14 +20,16 @@ CASES = {  # case -> (the broken run's overrides, {fix: its overrides on top})
     "nan": (["optimizer=sgd", "optimizer.lr=3", "clip=none", "schedule=constant"],
             {"broken": [], "lr/10": ["optimizer.lr=0.3"], "clip 1.0": ["clip=norm"],
              "shipped lr 0.1": ["optimizer.lr=0.1"], "warmup": ["schedule=warmup_cosine"]}),
-    "plateau": (["model.depth=6", "model.width=64", "model.activation=sigmoid", "init=xavier", "optimizer=sgd",
-                 "optimizer.lr=0.1", "schedule=constant"],
+    "plateau": (["model.depth=6", "model.width=64", "model.activation=sigmoid", "init=xavier", "init.gain=auto",
+                 "optimizer=sgd", "optimizer.lr=0.1", "schedule=constant"],  # auto: each activation's own gain
                 {"broken": [], "lr x3": ["optimizer.lr=0.3"], "ReLU": ["model.activation=relu"],
                  "GELU": ["model.activation=gelu"], "wider x2": ["model.width=128"]}),
 }
 KIT = {"nan": ("lr/10", "clip 1.0"), "plateau": ("lr x3", "ReLU", "GELU", "wider x2")}  # the curriculum's fixes
 SETUP = [("data, model", "digits; MLP depth 2 width 256 (nan), depth 6 width 64 sigmoid + Xavier (plateau)",
           "the standard net broken by one setting; a deep squashing net"),
+         ("init (plateau)", "xavier, init.gain=auto: 1 for sigmoid, sqrt 2 for ReLU and GELU", ("each activation with "
+          "its own gain, so the swap tests the activation, not a mismatched init")),
          ("optimizer", "sgd (no momentum), lr 3 (nan) or 0.1 (plateau)", "30x the shipped lr; the shipped lr"),
          ("clip, schedule", "none, constant", "nothing that would hide the breakage"),
          ("steps, seeds", f"{STEPS}, {', '.join(map(str, SEEDS))}", "a first fix should show within a short run"),
