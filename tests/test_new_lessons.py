@@ -16,7 +16,11 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "lessons"
 
 
 def recorded(name):
-    return json.loads((DOCS / f"{name}.json").read_text())
+    """The full run's lesson.json; a lesson whose full run is not recorded yet skips (its quick test still runs)."""
+    path = DOCS / f"{name}.json"
+    if not path.exists():
+        pytest.skip(f"docs/lessons/{name}.json: no full run recorded yet")
+    return json.loads(path.read_text())
 
 
 @pytest.mark.parametrize("name", MINE)
