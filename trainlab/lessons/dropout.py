@@ -125,8 +125,8 @@ def judge(n):
 def draw(n, claims, folder):
     ratios = [("inverted (torch)", n["ratio_inverted"]), ("without 1/(1-p)", n["ratio_plain"])]
     stats = [interval(v) for _, v in ratios]
-    accs = [("none: eval", n["val_acc"]["none"]), ("dropout: eval pass", n["eval"]),
-            (f"MC {MASKS} masks", n["mc"]), ("one mask", n["single"])]
+    accs = [("no dropout", n["val_acc"]["none"]), ("dropout:\neval pass", n["eval"]),
+            (f"dropout:\nMC {MASKS} masks", n["mc"]), ("dropout:\none mask", n["single"])]
     astats = [interval(v) for _, v in accs]
     return figure(folder / "dropout.png", [
         Panel("mean activation, train / eval mode (95 %)", "", "ratio",

@@ -103,7 +103,7 @@ def draw(n, claims, folder):
         fixes = [f for f in CASES[case][1] if f"{case}@{f}" in n["acc"]]
         doctor = {doctor_fix(case, o) for o in n["doctor"].get(case, [])}
         stats = [interval(n["acc"][f"{case}@{f}"]) for f in fixes]
-        labels = [f + (" *" if f in doctor else "") for f in fixes]
+        labels = [f.replace(" ", "\n", 1) + (" *" if f in doctor else "") for f in fixes]  # no overlap
         panels.append(Panel(f"{title} (*: doctor's)", "first fix", "final val_acc (mean, 95 %)",
                             [("", labels, [m for m, _ in stats], {"yerr": [h for _, h in stats], "linestyle": ""})],
                             hlines=[(f"chance {CHANCE}", CHANCE, {}),
