@@ -95,16 +95,17 @@ def lr_of(group):
 def draw(n, claims, folder):
     fast = {o: best(n, o, "train_steps", 1) for o in GRIDS}
     panels = []
-    for key, label, better in (("val_acc", "final validation accuracy", -1), ("train_steps", ("steps to train loss "
-                                                                                          f"<= {TRAIN_TARGET}"), 1)):
+    for key, label in (("val_acc", "final val_acc"), ("train_steps", f"steps to train loss <= {TRAIN_TARGET}")):
         lines = []
         for i, o in enumerate(GRIDS):
             stats = [interval_or_cap(n, key, f"{o}_lr{lr:g}") for lr in GRIDS[o]]
             lines.append((LABELS[o], list(GRIDS[o]), [m for m, _ in stats], {"yerr": [h for _, h in stats],
                                                                              "color": f"C{i}"}))
-        panels.append(Panel(f"{label} vs lr (mean, 95 % interval)", "learning rate", key, lines, logx=True,
-                            logy=key == "train_steps"))
-    panels.append(Panel("training loss at each one's fastest lr (seed 0)", "step", "train_loss (logged)",
+        top = max((m for _, _, ys, _ in lines for m in ys if m is not None), default=1.0)
+        zoom = (top - 0.05, min(1.0, top + 0.01)) if key == "val_acc" else ()  # the tuned lrs' region, not divergence
+        panels.append(Panel(f"{label} vs lr" + (" (zoomed)" if zoom else ""), "learning rate",
+                            f"{label} (mean, 95 % interval)", lines, logx=True, logy=key == "train_steps", ylim=zoom))
+    panels.append(Panel("train loss at the fastest lrs (seed 0)", "step", "train_loss (logged)",
                         [(f"{LABELS[o]} {lr_of(fast[o])}", *n["curves"][fast[o]], {"marker": "", "color": f"C{i}"})
                          for i, o in enumerate(GRIDS) if fast[o]], logy=True,
                         hlines=[(f"target {TRAIN_TARGET}", TRAIN_TARGET, {})]))
