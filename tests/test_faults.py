@@ -321,3 +321,19 @@ def test_busy_cores_sees_a_process_that_holds_a_core():
         assert loop.busy_cores(interval=0.5) >= 1
     finally:
         burner.kill()
+
+
+def test_a_resume_does_not_add_the_doctors_findings_to_tensorboard_again(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    smelly = ["init=he", "model.activation=tanh", "trainer.max_steps=40"]  # a setup smell, found at start
+    assert trainlab(run, *smelly).returncode == 0
+    for _ in range(3):  # as if killed between its checkpoints at steps 20 and 40, three times
+        (run / "summary.json").unlink()
+        for path in (run / "checkpoints").glob("step-00000040.pt*"):
+            path.unlink()
+        assert trainlab(run, *smelly, "trainer.resume=auto").returncode == 0
+    events = EventAccumulator(str(run), size_guidance={"tensors": 0}).Reload()
+    texts = [t for t in events.Tags()["tensors"] if t.startswith("doctor/")]
+    assert texts and all(len(events.Tensors(t)) == 1 for t in texts), {t: len(events.Tensors(t)) for t in texts}

@@ -143,7 +143,9 @@ def print_result(summary, run_dir):
     style = "green" if summary["status"] == "completed" else "red"
     console.print(f"  {escape(run_dir.name)}: [{style}]{summary['status']}[/] at step {summary['steps']}{value}"
                   + (f", {verdict['verdict'].replace('_', ' ')}" if verdict.get("verdict") else "")
-                  + f" ({summary['wall_time_s']:.1f} s)", soft_wrap=True)
+                  + f" ({summary['wall_time_s']:.1f} s)"
+                  + (f", resumed from {escape(summary['resumed_from'])}" if summary.get("resumed_from") else ""),
+                  soft_wrap=True)
 
 
 def print_next(run_dir, findings):

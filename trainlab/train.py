@@ -34,6 +34,7 @@ from trainlab.parts.clip import build_clip
 from trainlab.parts.data import batch_at, build_data
 from trainlab.parts.footprint import check_fits
 from trainlab.parts.inits import build_init
+from trainlab.parts import models
 from trainlab.parts.models import build_model
 from trainlab.parts.norms import build_norm
 from trainlab.parts.objectives import plain_loss, resolve_task, training_loss
@@ -79,8 +80,8 @@ def build_and_train(cfg, run_dir, parallel_jobs, keep, trial, config_shown):
     task, y_train, y_val = resolve_task(meta, cfg["model"], y_train, y_val)
     objective = resolve_objective(tr["objective"], task)
     check_mixing(reg, meta)
-    check_fits(lambda: build_model(cfg["model"], meta, build_norm(cfg["norm"]), reg["dropout"], reg["drop_path"]),
-               x_train[:bs], device, cfg["model"])  # counted on the meta device: a model too big is refused here
+    check_fits(lambda: models.build_model(cfg["model"], meta, build_norm(cfg["norm"]), reg["dropout"],
+                                          reg["drop_path"]), x_train[:bs], device, cfg["model"])  # on the meta device
     model = build_model(cfg["model"], meta, build_norm(cfg["norm"]), reg["dropout"], reg["drop_path"]).to(device)
     threads, why = (tr["threads"], None) if tr["threads"] else thread_choice(model, parallel_jobs)
     torch.set_num_threads(threads)  # per job: Hydra's basic launcher runs every job in one process

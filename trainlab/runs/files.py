@@ -171,12 +171,31 @@ def unfinished_status(run_dir):
     return "running" if alive(resumed[-1] if resumed else record) else "killed"
 
 
+def doctor_texts(run_dir):
+    """(tag, step) of every doctor text entry in the run's TensorBoard events. A resume writes a finding found again
+    after its checkpoint only if it is not there yet: TensorBoard drops an earlier attempt's scalars from the resumed
+    step on (purge_step), but never its text entries."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    seen = set()
+    for path in sorted(Path(run_dir).glob("events.out.tfevents*")):
+        try:
+            for event in EventFileLoader(str(path)).Load():
+                for value in event.summary.value:
+                    if value.tag.startswith("doctor/"):
+                        seen.add((value.tag, event.step))
+        except Exception:  # a torn last record: what was read is enough
+            continue
+    return seen
+
+
 class RunFiles:
     """Open files of a run directory (rank 0 only writes; the other ranks get a RunFiles that writes nothing)."""
 
     def __init__(self, run_dir, writer, jsonl, health):
         self.run_dir, self.writer, self.jsonl, self.health_file = Path(run_dir), writer, jsonl, health
         self.shown = 0  # findings already given a TensorBoard entry
+        self.texts = set()  # (tag, step) of the doctor's entries an earlier attempt of this run wrote
         self.render = lambda finding, overrides: str(finding)  # a finding's TensorBoard text (open: the doctor's)
 
     @classmethod
@@ -210,6 +229,7 @@ class RunFiles:
         files = cls(run_dir, writer, open(run_dir / "metrics.jsonl", "a", buffering=1),
                     open(run_dir / "health.jsonl", "a", buffering=1) if cfg["doctor"]["name"] != "off" else None)
         files.render = render or files.render
+        files.texts = doctor_texts(run_dir) if start_step and events else set()
         return files
 
     def row(self, step, row):
@@ -247,7 +267,8 @@ class RunFiles:
             return
         write_json(self.run_dir / "diagnosis.json", [d.to_json() for d in findings])
         for i, d in enumerate(findings[self.shown:], self.shown):  # unique tags: two findings never overwrite
-            self.writer.add_text(f"doctor/{i:03d}_{d.kind}", self.render(d, overrides), d.step or 0)
+            if (f"doctor/{i:03d}_{d.kind}/text_summary", d.step or 0) not in self.texts:
+                self.writer.add_text(f"doctor/{i:03d}_{d.kind}", self.render(d, overrides), d.step or 0)
         self.shown = len(findings)
 
     def hparams(self, hparams, metrics):
