@@ -4,8 +4,8 @@
 
 The study lives in DIR/study.db (SQLite): run the same command with --dir DIR to resume an interrupted search (the
 sampler continues, it does not repeat the first trials; the trial a kill or Ctrl-C stopped continues from its
-checkpoint, in its directory, so the study ends with the trials asked for). Each trial is an ordinary run directory in DIR, so
-`trainlab compare DIR` ranks them. A trial that diverges, or that the doctor finds hopeless (its verdict is final:
+checkpoint, in its directory, so the study ends with the trials asked for). Each trial is an ordinary run directory
+in DIR, so `trainlab compare DIR` ranks them. A trial that diverges, or that the doctor finds hopeless (its verdict is final:
 non-finite, or still at chance where healthy runs have learned), is stopped and recorded as pruned; one that fails
 is recorded as failed: neither is ever scored.
 """
