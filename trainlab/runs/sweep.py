@@ -108,16 +108,23 @@ def write_hydra_files(run_dir, cfg, hc):
     (hydra.output_subdir is null). An existing .hydra (a resumed job) is kept as it is. Returns the paths made."""
     from omegaconf import OmegaConf
 
+    from trainlab.runs.files import write_atomic
+
     folder = Path(run_dir) / ".hydra"
     if folder.exists():
         return []
     folder.mkdir(parents=True)
     made = [folder]
-    for name, node in (("config.yaml", cfg), ("hydra.yaml", OmegaConf.create({"hydra": hc})),
-                       ("overrides.yaml", OmegaConf.create(OmegaConf.to_container(hc.overrides.task,
-                                                                                   resolve=False)))):
-        OmegaConf.save(node, folder / name)
-        made.append(folder / name)
+    try:
+        for name, node in (("config.yaml", cfg), ("hydra.yaml", OmegaConf.create({"hydra": hc})),
+                           ("overrides.yaml", OmegaConf.create(OmegaConf.to_container(hc.overrides.task,
+                                                                                       resolve=False)))):
+            write_atomic(folder / name, OmegaConf.to_yaml(node).encode())  # a full disk leaves no 0-byte file
+            made.append(folder / name)
+    except OSError:
+        for path in reversed(made):  # what this call made, and nothing else
+            path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)
+        raise
     return made
 
 
