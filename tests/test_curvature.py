@@ -131,7 +131,7 @@ def test_edge_of_stability_judge_on_its_recorded_numbers():
 def test_edge_of_stability_quick_run_end_to_end(tmp_path):
     from trainlab.lessons import lesson, teach
 
-    report, folder = teach("edge_of_stability", out=tmp_path / "eos", quick=True, jobs=1, progress=False)
+    _, folder = teach("edge_of_stability", out=tmp_path / "eos", quick=True, jobs=1, progress=False)
     record = json.loads((folder / "lesson.json").read_text())
     assert [c["name"] for c in record["claims"]] == ["hover_0.6", "capped_0.6", "rise_0.6", "falls_0.6",
                                                      "nonmono_0.6", "below_0.2", "monotone_0.2"]

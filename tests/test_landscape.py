@@ -6,8 +6,17 @@ import pytest
 import torch
 
 from tests.conftest import compose_cfg, fast
-from trainlab.instruments.landscape import (filter_normalized, flat, grid_losses, loss_at, main, pca_plane, rebuild,
-                                            trainable, unflat)
+from trainlab.instruments.landscape import (
+    filter_normalized,
+    flat,
+    grid_losses,
+    loss_at,
+    main,
+    pca_plane,
+    rebuild,
+    trainable,
+    unflat,
+)
 from trainlab.parts.objectives import plain_loss
 
 
@@ -60,7 +69,7 @@ def test_pca_plane_recovers_a_path_that_lies_in_a_plane():
 
 
 def test_rebuild_gives_the_runs_initial_weights(train):
-    summary, run_dir = train(*fast("trainer.seed=3", "init=xavier"))
+    train(*fast("trainer.seed=3", "init=xavier"))
     cfg = compose_cfg(*fast("trainer.seed=3", "init=xavier"))
     rebuilt = rebuild(cfg).model.state_dict()
     for k, v in train.initial_state.items():

@@ -1,5 +1,6 @@
 """The simple noise scale B_simple = tr(Sigma) / |G|^2: per-sample gradients by vmap against one sample at a time,
 the BatchNorm fallback (the two-batch-size estimator) against its formula, and the model left as it was."""
+import json
 import math
 
 import pytest
@@ -74,3 +75,38 @@ def test_too_small_a_batch_is_a_clear_error():
     net, x, y = tiny(norm=True, n=8)
     with pytest.raises(ValueError, match="at least 16 samples"):
         simple_noise_scale(net, F.cross_entropy, x, y)
+
+
+# --- the batch_size lesson: its judge on numbers with a known answer, a quick run end to end
+def lesson_numbers(b_simple, steps):
+    """numbers() as batch_size writes them: one seed pair, steps per batch size."""
+    batches = sorted(steps)
+    return {"batches": batches, "target": 0.25,
+            "steps": {f"b{b}_s{s}": steps[b] * (1 + 0.02 * s) for b in batches for s in (0, 1)},
+            "lr": {f"b{b}_s{s}": 0.1 for b in batches for s in (0, 1)},
+            "b_simple": {str(s): {"step": 100, "b_simple": b_simple, "grad_sq": 1.0, "trace_cov": b_simple}
+                         for s in (0, 1)}}
+
+
+def test_batch_size_judge_follows_the_empirical_model():
+    from trainlab.lessons import lesson
+
+    judge = lesson("batch_size").judge
+    model = {b: round(100 * (1 + 200 / b)) for b in (4, 16, 64, 256, 1024, 4096)}  # S_min (1 + B_noise / B)
+    got = {c.name: c.verdict for c in judge(lesson_numbers(200, model))}
+    assert got == {"below_4_16": "reproduced", "below_16_64": "reproduced",  # 64 -> 256 straddles B_simple / 2
+                   "above_1024_4096": "reproduced"}  # ... and 256 -> 1024 its double: the knee is not judged
+    flat = {**model, 16: model[4]}  # no gain from a 4x batch far below B_simple
+    assert {c.name: c.verdict for c in judge(lesson_numbers(200, flat))}["below_4_16"] == "not reproduced"
+    assert judge(lesson_numbers(float("inf"), model)) == []  # no usable noise scale: nothing judged
+
+
+def test_batch_size_quick_run_end_to_end(tmp_path):
+    from trainlab.lessons import teach
+
+    _, folder = teach("batch_size", out=tmp_path / "bs", quick=True, jobs=1, progress=False)
+    record = json.loads((folder / "lesson.json").read_text())
+    assert set(record["numbers"]["steps"]) == {"b16_s0", "b256_s0"}
+    measured = record["numbers"]["b_simple"]["0"]
+    assert measured["b_simple"] > 0 and measured["trace_cov"] > 0  # measured on a checkpoint of the batch-16 run
+    assert (folder / "batch_size.png").is_file() and "B_simple" in (folder / "report.md").read_text()

@@ -174,7 +174,7 @@ def read_weights(path):
             warnings.simplefilter("ignore")
             snap = torch.load(path, map_location="cpu", weights_only=True)
         return int(snap["step"]), snap["model"]
-    except Exception as exc:  # a torn or foreign file
+    except Exception as exc:  # noqa: BLE001 (a torn or foreign file: whatever torch.load raises, one message)
         raise ConfigError(f"{path} is not a readable trainlab checkpoint ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
 

@@ -4,6 +4,7 @@ the steps (the same samples); far above it the steps barely fall (twice the samp
 scale B_simple = tr(Sigma) / |G|^2 is measured on the training set (trainlab.instruments.noise) at the weights where
 a batch-64 run reaches the target, and marked on the figure; each batch size trains at its own best lr of a grid.
 """
+import itertools
 import math
 
 from trainlab.lessons import Point
@@ -21,8 +22,8 @@ REF, CKPT = 64, 25  # B_simple is measured on the checkpoints of the best batch-
 SMALL, LARGE = 2.5, 2.0  # a 4x batch: >= 2.5x fewer steps (perfect: 4) below B_simple; <= 2x fewer well above it
 QUICK_STEPS = 60
 SETUP = [("data", "digits (1438 training images)", "trainlab's default job"),
-         ("optimizer", f"sgd (no momentum), lr grid {', '.join(map(str, LRS))} per batch size", "the paper tunes the "
-          "lr per batch size; plain SGD has no momentum to confound the step count"),
+         ("optimizer", f"sgd (no momentum), lr grid {', '.join(map(str, LRS))} per batch size", ("the paper tunes "
+          "the lr per batch size; plain SGD has no momentum to confound the step count")),
          ("batch", ", ".join(map(str, BATCHES)), "x4 steps, across the noise scale"),
          ("schedule", "constant", "steps to a target under one lr"), ("clip", "none", "clipping caps large lrs"),
          ("target", f"val_loss <= {TARGET}, settled (stays there at every later evaluation, every 10 steps)",
@@ -111,7 +112,7 @@ def judge(n):
     batch >= 2 B_simple): <= LARGE x fewer. Pairs on either side of B_simple are not judged (the knee)."""
     noise, claims = b_simple(n), []
     batches = n["batches"]
-    for small, big in zip(batches, batches[1:]):
+    for small, big in itertools.pairwise(batches):
         if noise is None:
             continue
         if big <= noise / 2:

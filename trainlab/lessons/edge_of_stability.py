@@ -11,10 +11,11 @@ by the medians of the second and last quarters instead of two endpoints (an endp
 "capped" (the stable lr's sharpness ended near 5 = 2/0.4 by itself, so lr 0.4's hovering at 2/lr proves nothing
 unless the edge holds the sharpness below where the net goes anyway). Thresholds were not moved.
 """
+import itertools
 import statistics
 
 from trainlab.lessons import Point
-from trainlab.lessons.common import Claim, Panel, figure, interval, more, rule_title, rows, table
+from trainlab.lessons.common import Claim, Panel, figure, interval, more, rows, rule_title, table
 
 TITLE = "Edge of stability: full-batch GD's sharpness rises to 2/lr and hovers there"
 CLAIM = ("Under full-batch gradient descent the top Hessian eigenvalue rises (progressive sharpening) until it "
@@ -33,11 +34,11 @@ RISING = 0.05  # fraction of second-half steps at which the loss goes up: non-mo
 FALL = 0.1  # relative fall of the loss's median from the second quarter of the run to the last: it keeps falling
 UPTICK = 1e-4  # a relative increase that counts as the loss going up (not summation-order noise)
 DATA = ["data=quadratic", "data.condition=10", "data.noise=0.0"]
-SETUP = [("data", "quadratic (dim 20, kappa 10, 1000 samples), full batch", "GD on the exact training loss; a "
-          "squared loss, as most of Cohen et al.'s runs (cross-entropy's sharpness falls as the margins grow)"),
+SETUP = [("data", "quadratic (dim 20, kappa 10, 1000 samples), full batch", ("GD on the exact training loss; a "
+          "squared loss, as most of Cohen et al.'s runs (cross-entropy's sharpness falls as the margins grow)")),
          ("model", "MLP 2 x 64 tanh", "a small net whose curvature changes as it trains (a linear model's does not)"),
-         ("optimizer", f"sgd (no momentum), lr {STABLE_LR}, {EDGE_LRS[0]}, {EDGE_LRS[1]}", "plain GD: its "
-          "stability limit is 2/lr"),
+         ("optimizer", f"sgd (no momentum), lr {STABLE_LR}, {EDGE_LRS[0]}, {EDGE_LRS[1]}", ("plain GD: its "
+          "stability limit is 2/lr")),
          ("schedule", "constant", "2/lr is one number per run"), ("clip", "none", "clipping would move the edge"),
          ("doctor", "off", "it would call the edge's loss spikes a problem"),
          ("steps", f"{STEPS}, sharpness every {EVERY} (power iteration, 20 products, full batch)", "2 cores"),
@@ -107,7 +108,7 @@ def numbers(results, folder):
         half, quarter = loss[len(loss) // 2:], len(loss) // 4
         early, last = [v for _, v in loss[quarter:2 * quarter]], [v for _, v in loss[-quarter:]]
         late = [v for s, v in sharp if s >= sharp[-1][0] / 2 and s > 0]
-        ups = sum(b > a * (1 + UPTICK) for (_, a), (_, b) in zip(half, half[1:]))
+        ups = sum(b > a * (1 + UPTICK) for (_, a), (_, b) in itertools.pairwise(half))
         out["runs"][name] = {
             "lr": lr, "sharpness": [(s, _short(v)) for s, v in sharp], "loss": [(s, _short(v)) for s, v in loss[::3]],
             "ratio_start": sharp[0][1] * lr / 2, "ratio_late": statistics.median(late) * lr / 2 if late else None,
