@@ -1,7 +1,7 @@
 """What the loop records after an update: the metrics row, evaluations, the doctor's look at it, and what they decide.
 
     due = record.due(step, stop_requested)          # which of log / eval / health / checkpoint this step has
-    stats = record.health_before(step, x, y)        # the doctor's isolated extra pass, before the update
+    stats = record.before_update(due, step, x, y, plain)    # the health pass, the noise scale: before the update
     record.row(step, due, loss, out, y, y2, lam, lr, grad_norm, clipped, stats)   # -> "diverged" / "pruned" / None
 
 The row is written to metrics.jsonl and TensorBoard (runs/files.py); the evaluation measures validation (and
@@ -32,10 +32,11 @@ class Due:
     ckpt: bool
     stop: bool
     sharp: bool = False  # doctor.sharpness_every: a curvature measurement after this update
+    noise: bool = False  # doctor.noise_every: the gradient noise scale of this batch, before the update
 
     @property
     def any(self):
-        return self.log or self.eval or self.health or self.ckpt or self.sharp
+        return self.log or self.eval or self.health or self.ckpt or self.sharp or self.noise
 
 
 def noise_scale(model, loss_fn, x, y):
@@ -45,7 +46,7 @@ def noise_scale(model, loss_fn, x, y):
         out = simple_noise_scale(model, loss_fn, x, y)
     except Exception:  # an instrument never stops a run
         return None
-    return {k: v for k, v in out.items() if k != "method"} | {"batch_size": len(x)}
+    return {"b_simple": out["b_simple"], "noise_batch": len(x)}
 
 
 def update_best(best, row, step):
@@ -68,7 +69,8 @@ class Record:
         self.loud = loud
         self.train_eval = min(TRAIN_EVAL, len(self.y_val))
         self.eval_step, self.stopped_early, self.pruned, self.before, self.noise = None, None, None, None, None
-        self.sharp_every, self.plain = cfg["doctor"]["sharpness_every"], plain_loss(task)
+        self.sharp_every, self.noise_every = cfg["doctor"]["sharpness_every"], cfg["doctor"]["noise_every"]
+        self.plain = plain_loss(task)
         self.fixed = batch_at(0, self.x_train, self.y_train, cfg["data"]["batch_size"], self.tr["seed"]) \
             if self.sharp_every else None  # the batch every curvature measurement uses
 
@@ -79,15 +81,18 @@ class Record:
             requested = log and distributed.any_rank(requested, self.device)
         ckpt = tr["ckpt_every"] > 0 and (requested or step == last or (step + 1) % tr["ckpt_every"] == 0)
         return Due(log, step % tr["eval_every"] == 0 or step == last, self.loud and self.state.doctor.health_due(step),
-                   ckpt, requested, self.sharp_every > 0 and (step % self.sharp_every == 0 or step == last))
+                   ckpt, requested, self.sharp_every > 0 and (step % self.sharp_every == 0 or step == last),
+                   self.loud and self.noise_every > 0 and step % self.noise_every == 0)
 
-    def health_before(self, step, x, y, plain):
-        """The doctor's health pass (one isolated forward and backward with hooks) and the batch's gradient noise
-        scale, before the update."""
+    def before_update(self, due, step, x, y, plain):
+        """What is measured on this step's batch before its update: the doctor's health pass (one isolated forward
+        and backward with hooks; returns its statistics) and the gradient noise scale (doctor.noise_every)."""
+        self.noise = noise_scale(self.state.model, plain, x, y) if due.noise else None
+        if not due.health:
+            return None
         stats, found = self.state.doctor.health(self.state.model, x, y, plain, step)
         show(found, self.overrides, console.console)
         self.before = snapshot(self.state.model)
-        self.noise = noise_scale(self.state.model, plain, x, y)
         return stats
 
     def curvature(self, lr):
@@ -113,7 +118,9 @@ class Record:
         if stats is not None:
             stats |= update_ratio(self.state.model, self.before)
             row["update_ratio"] = stats.pop("update_ratio")
-            self.files.health(step, by_layer(stats), self.noise)
+            self.files.health(step, by_layer(stats))
+        if self.noise:
+            row |= self.noise
         if due.sharp and self.loud:
             row |= self.curvature(lr)
         if due.eval and self.loud:

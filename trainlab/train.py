@@ -147,7 +147,7 @@ def build_and_train(cfg, run_dir, parallel_jobs, keep, trial, config_shown):
                         status = "diverged"
                         break
                     continue
-                stats = record.health_before(step, x, y, plain) if due.health else None
+                stats = record.before_update(due, step, x, y, plain)  # the doctor's health pass, the noise scale
                 lr = opt.param_groups[0]["lr"]  # the lr this update uses
                 scale = scaler.get_scale() if scaler.is_enabled() else None
                 scaler.step(opt)  # 5. optimizer step

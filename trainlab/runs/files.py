@@ -26,7 +26,7 @@ TAGS = {"train_loss": "Loss/train", "val_loss": "Loss/val", "val_loss_ema": "Los
         "grad_norm": "opt/grad_norm", "clipped": "opt/clipped", "update_ratio": "opt/update_ratio",
         "train_loss_se": "Loss/train_batch_noise", "sharpness": "curvature/sharpness",
         "two_over_lr": "curvature/two_over_lr", "sharpness_adam": "curvature/sharpness_adam",
-        "adam_threshold": "curvature/adam_threshold"}
+        "adam_threshold": "curvature/adam_threshold", "b_simple": "noise/b_simple", "noise_batch": "noise/batch_size"}
 
 
 def finite_or_none(v):
@@ -247,18 +247,13 @@ class RunFiles:
         self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, simple_value=float(v))
                                                            for tag, v in values.items()]), step)
 
-    def health(self, step, layers, noise=None):
-        """Per-layer statistics of one signal-health pass: one health.jsonl line, TensorBoard health/<stat>/<layer>;
-        with the gradient noise scale of that batch (noise: b_simple, grad_sq, trace_cov, batch_size) as noise/."""
+    def health(self, step, layers):
+        """Per-layer statistics of one signal-health pass: one health.jsonl line, TensorBoard health/<stat>/<layer>."""
         if self.jsonl is None:
             return
-        self.health_file.write(json.dumps({"step": step, "layers": layers} | ({"noise": noise} if noise else {}))
-                               + "\n")
-        values = {f"health/{stat}/{layer['layer']:02d}_{layer['name']}": v for layer in layers
-                  for stat, v in layer.items() if stat not in ("layer", "name", "kind") and v is not None}
-        values |= {f"noise/{k}": v for k, v in (noise or {}).items() if isinstance(v, (int, float)) and v is not None
-                   and math.isfinite(v)}
-        self.scalars(values, step)
+        self.health_file.write(json.dumps({"step": step, "layers": layers}) + "\n")
+        self.scalars({f"health/{stat}/{layer['layer']:02d}_{layer['name']}": v for layer in layers
+                      for stat, v in layer.items() if stat not in ("layer", "name", "kind") and v is not None}, step)
 
     def findings(self, findings, overrides, changed=False):
         """diagnosis.json holds every finding so far (rewritten when one is added, or `changed`: a skip count grew);
