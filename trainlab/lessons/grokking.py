@@ -1,5 +1,6 @@
 """Weight decay and delayed generalization (grokking; Power et al. 2022): a small Transformer (2 layers, d_model 64)
-on (a + b) mod 23 with half of the 529 pairs for training, 1500 steps of warmup-stable-decay AdamW at lr 1e-3, with
+on (a + b) mod 23 with half of the 529 pairs for training, 1500 steps of warmup-stable-decay AdamW at lr 3e-3 (the best lr of AdamW with decay in this setup's earlier lr grid:
+at 1e-3 a full run generalized in none of 3 seeds within 1500 steps), with
 weight decay 1.0 (the paper's strongest cure) and without; over 4 seeds. Memorized: the first evaluation with
 train_acc >= 0.99; generalized: val_acc >= 0.95 (summary.json's steps_to_target). Scaled down from the paper's
 p = 97 and 1e5 steps: the delay is shorter here, but it spans a decade of steps."""
@@ -13,7 +14,7 @@ CLAIM = ("On modular addition with half the pairs for training, a Transformer wi
          "pairs first and generalizes many steps later (grokking); without weight decay it generalizes later or not "
          "at all (Power et al. 2022).")
 DATA = ["model=transformer", "model.n_layers=2", "model.d_model=64", "model.d_ff=128", "data=modular_addition",
-        "data.p=23", "data.val_fraction=0.5", "schedule=wsd", "optimizer=adamw", "optimizer.lr=1e-3"]
+        "data.p=23", "data.val_fraction=0.5", "schedule=wsd", "optimizer=adamw", "optimizer.lr=3e-3"]
 ARMS = {"wd1": ("AdamW, weight decay 1", ["optimizer.weight_decay=1.0"]),
         "wd0": ("AdamW, no weight decay", ["optimizer.weight_decay=0.0"])}
 STEPS, EVAL = 1500, 25
@@ -23,8 +24,8 @@ DELAY = 2.0  # generalized at >= 2x the memorizing step: the delay, on a log-ste
 LATER = 1.0  # log2(steps without decay / with it) >= 1: twice as late ("never" counts as twice the run)
 SETUP = [("model", "Transformer, 2 layers, d_model 64, d_ff 128", ""),
          ("data", "(a + b) mod 23, half of the 529 pairs for training", "the paper's task, p scaled from 97"),
-         ("optimizer", "AdamW lr 1e-3, weight decay 1.0 vs 0", ("the comparison; the lr is not tuned (one lr for "
-          "both: the claim is about the decay)")),
+         ("optimizer", "AdamW lr 3e-3, weight decay 1.0 vs 0", ("one lr for both: the claim is about the decay; "
+          "3e-3 was AdamW-with-decay's best of 1e-3/3e-3 in the old lion_grokking grid")),
          ("schedule", "wsd (warmup 50, constant, 20 % cooldown)", "trainlab's wsd defaults"),
          ("clip", "norm 1.0 (trainlab's default)", "kept"),
          ("steps", f"{STEPS}, evaluated every {EVAL}", ""),
@@ -54,7 +55,8 @@ def numbers(results, folder):
 def judge(n):
     never = 2 * n["max_steps"]
     gen = {a: [never if g is None else g for g in n["generalized"][a]] for a in n["generalized"]}
-    delay = [g / max(m, 1) if m is not None else None for m, g in zip(n["memorized"]["wd1"], gen["wd1"])]
+    delay = [0.0 if g is None or m is None else g / max(m, 1)  # never generalized (or memorized): no grokking
+             for m, g in zip(n["memorized"]["wd1"], n["generalized"]["wd1"])]
     claims = [more("delayed", f"weight decay 1: generalizes at >= {DELAY:g}x the step it memorized", delay, None, DELAY,
                    unit="x")]
     if "wd0" in gen:
