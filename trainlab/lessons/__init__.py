@@ -246,7 +246,7 @@ def main(argv):
         console.print("[bold]trainlab lesson NAME[/]: each a few minutes on 2 CPU cores, a figure and a report")
         for name in NAMES:
             module = lesson(name)
-            console.print(f"  [cyan]{name:<14}[/]{escape(module.TITLE)}", soft_wrap=True)
+            console.print(f"  [cyan]{name:<{max(map(len, NAMES)) + 2}}[/]{escape(module.TITLE)}", soft_wrap=True)
         return 0
     if args.name not in NAMES:
         close = [n for n in NAMES if n.startswith(args.name[:3])]
