@@ -1,13 +1,16 @@
 """trainlab's loop against the loop a user would write by hand: the same work, alternated, as a per-step time ratio.
 
-    python scripts/benchmark.py [--repeats 9] [--workloads mlp,wide,transformer] [--startup] [--compile] [--checkpoint]
+    python scripts/benchmark.py [--repeats 9] [--workloads mlp,wide,transformer] [--settings "lean loop"] [--startup]
+        [--compile] [--checkpoint]
 
 Both loops get the same model, optimizer, schedule, data and seed from trainlab's own builders and one torch thread.
 The hand-written loop does what trainlab does at each setting and writes the same record: the same training steps
 (clip by norm, a NaN check, step, schedule), the same metrics rows to a JSON-lines file and to TensorBoard, the same
 evaluations, the same checkpoints (see hand_loop); only the doctor has no counterpart. Settings:
 defaults (doctor on, checkpoints), doctor=off, and every extra off (no doctor, no checkpoints, logging and evaluation
-only at the end). Each cell: the ratio of the fastest per-step loop CPU time of each over the repeats (on a shared
+only at the end); "lean loop" is trainlab with every extra off against the leanest loop a user writes instead
+(lean_loop: forward, backward, clip, step, schedule, the loss read at log steps, a validation at eval steps; no
+record, no NaN check). Each cell: the ratio of the fastest per-step loop CPU time of each over the repeats (on a shared
 VM the noise only adds time, so the minimum is the estimate; timeit does the same), then the median and range of the
 per-repeat ratios. --startup times the command: first line of output, `--help`, a config error, a 1-step run.
 """
@@ -33,6 +36,7 @@ SETTINGS = {
     "defaults": [],
     "doctor off": ["doctor=off"],
     "every extra off": ["doctor=off", "trainer.ckpt_every=0", "trainer.log_every=100000", "trainer.eval_every=100000"],
+    "lean loop": ["doctor=off", "trainer.ckpt_every=0", "trainer.log_every=100000", "trainer.eval_every=100000"],
 }
 COMMON = ["trainer.progress=false", "trainer.threads=1"]
 
@@ -60,6 +64,62 @@ def trainlab_loop(cfg, folder):
         return run(cfg, Path(tempfile.mkdtemp(dir=folder)))["loop_cpu_s"]
 
 
+def build_parts(cfg):
+    """What both hand-written loops start from: trainlab's builders (model, init, optimizer, schedule, data)."""
+    import torch
+
+    from trainlab.parts.data import build_data
+    from trainlab.parts.inits import build_init
+    from trainlab.parts.models import build_model
+    from trainlab.parts.norms import build_norm
+    from trainlab.parts.objectives import resolve_task
+    from trainlab.parts.optim import build_optimizer
+    from trainlab.parts.schedules import build_schedule
+
+    torch.manual_seed(cfg["trainer"]["seed"])
+    (x, y), (xv, yv), meta = build_data(cfg["data"], torch.device("cpu"))
+    task, y, yv = resolve_task(meta, cfg["model"], y, yv)
+    model = build_model(cfg["model"], meta, build_norm(cfg["norm"]), 0.0, 0.0)
+    build_init(cfg["init"], cfg["model"]["activation"])(model)
+    opt = build_optimizer(cfg["optimizer"], model)
+    return (x, y), (xv, yv), task, model, opt, build_schedule(cfg["schedule"], opt, cfg["trainer"]["max_steps"])
+
+
+def lean_loop(cfg, folder):
+    """The leanest loop a user writes: forward, backward, clip, step, schedule; the loss read (one .item()) at log
+    steps and the validation loss and accuracy (eval mode, no_grad) at eval steps. No record: no files, no
+    TensorBoard, no checkpoints; no NaN check. What trainlab with every extra off is measured against."""
+    import torch
+    import torch.nn.functional as F
+
+    from trainlab.parts.data import batch_at
+
+    tr = cfg["trainer"]
+    (x, y), (xv, yv), _, model, opt, schedule = build_parts(cfg)
+    bs, last, max_norm, losses = cfg["data"]["batch_size"], tr["max_steps"] - 1, cfg["clip"]["max_norm"], []
+    t0 = time.process_time()
+    for step in range(tr["max_steps"]):
+        xb, yb = batch_at(step, x, y, bs, tr["seed"])
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm, foreach=True)
+        opt.step()
+        schedule.step()
+        opt.zero_grad(set_to_none=True)
+        if step % tr["log_every"] == 0 or step == last:
+            losses.append((step, loss.item()))
+        if step % tr["eval_every"] == 0 or step == last:
+            model.eval()
+            with torch.no_grad():
+                out = model(xv)
+                losses.append((step, F.cross_entropy(out, yv).item(), (out.argmax(-1) == yv).float().mean().item()))
+            model.train()
+    return time.process_time() - t0
+
+
+HAND = {"lean loop": lean_loop}  # setting -> the hand-written loop it is measured against (hand_loop otherwise)
+
+
 def hand_loop(cfg, folder):
     """The loop a user writes: trainlab's builders, then a plain for-loop doing the same work and writing the same
     record: each logged row to metrics.jsonl and to TensorBoard (one event per row, as trainlab writes it: the ratio
@@ -73,24 +133,13 @@ def hand_loop(cfg, folder):
     from tensorboard.compat.proto.summary_pb2 import Summary
     from torch.utils.tensorboard import SummaryWriter
 
-    from trainlab.parts.data import batch_at, build_data
-    from trainlab.parts.inits import build_init
-    from trainlab.parts.models import build_model
-    from trainlab.parts.norms import build_norm
-    from trainlab.parts.objectives import evaluate, resolve_task
-    from trainlab.parts.optim import build_optimizer
-    from trainlab.parts.schedules import build_schedule
+    from trainlab.parts.data import batch_at
+    from trainlab.parts.objectives import evaluate
     from trainlab.runs.files import write_atomic
     from trainlab.train import TRAIN_EVAL
 
     tr = cfg["trainer"]
-    torch.manual_seed(tr["seed"])
-    (x, y), (xv, yv), meta = build_data(cfg["data"], torch.device("cpu"))
-    task, y, yv = resolve_task(meta, cfg["model"], y, yv)
-    model = build_model(cfg["model"], meta, build_norm(cfg["norm"]), 0.0, 0.0)
-    build_init(cfg["init"], cfg["model"]["activation"])(model)
-    opt = build_optimizer(cfg["optimizer"], model)
-    schedule = build_schedule(cfg["schedule"], opt, tr["max_steps"])
+    (x, y), (xv, yv), task, model, opt, schedule = build_parts(cfg)
     bs, last, max_norm, n_train = cfg["data"]["batch_size"], tr["max_steps"] - 1, cfg["clip"]["max_norm"], \
         min(TRAIN_EVAL, len(yv))
     out_dir = Path(tempfile.mkdtemp(dir=folder))
@@ -139,16 +188,16 @@ def measure(workload, setting, repeats, folder):
     from trainlab.api import compose
 
     cfg = compose(*WORKLOADS[workload], *SETTINGS[setting], *COMMON)
-    n = cfg["trainer"]["max_steps"]
+    n, hand_loop_ = cfg["trainer"]["max_steps"], HAND.get(setting, hand_loop)
     torch.set_num_threads(1)
-    hand_loop(steps(cfg, 10), folder), trainlab_loop(steps(cfg, 10), folder)  # warm up: first-call costs, caches
+    hand_loop_(steps(cfg, 10), folder), trainlab_loop(steps(cfg, 10), folder)  # warm up: first-call costs, caches
     ratios, times = [], []
     for i in range(repeats):  # alternate which goes first
         if i % 2 == 0:
             ours = per_step(trainlab_loop, cfg, folder, n)
-            hand = per_step(hand_loop, cfg, folder, n)
+            hand = per_step(hand_loop_, cfg, folder, n)
         else:
-            hand = per_step(hand_loop, cfg, folder, n)
+            hand = per_step(hand_loop_, cfg, folder, n)
             ours = per_step(trainlab_loop, cfg, folder, n)
         ratios.append(ours / hand)
         times.append((ours, hand))
