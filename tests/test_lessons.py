@@ -41,7 +41,7 @@ MOVES = {  # lesson -> (sub-claim, a change of the recorded numbers that moves i
     "lion": ("lion_matches", lambda n: n["val_acc"].update(
         {g: scale(v, 0.8) for g, v in n["val_acc"].items() if g.startswith("lion")})),
     "grokking": ("delayed", lambda n: n["memorized"].update(wd1=list(n["generalized"]["wd1"]))),
-    "ablation": ("no_schedule", lambda n: n["val_acc"].update(no_schedule=[v - 0.05 for v in n["val_acc"]["standard"]])),
+    "ablation": ("no_clip", lambda n: n["val_acc"].update(no_clip=[v - 0.05 for v in n["val_acc"]["standard"]])),
     "processes": ("bn_loses", lambda n: n["val_acc"].update(batchnorm_p2=list(n["val_acc"]["batchnorm_p1"]))),
 }
 
