@@ -2,6 +2,7 @@
 the BatchNorm fallback (the two-batch-size estimator) against its formula, and the model left as it was."""
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -110,3 +111,16 @@ def test_batch_size_quick_run_end_to_end(tmp_path):
     measured = record["numbers"]["b_simple"]["0"]
     assert measured["b_simple"] > 0 and measured["trace_cov"] > 0  # measured on a checkpoint of the batch-16 run
     assert (folder / "batch_size.png").is_file() and "B_simple" in (folder / "report.md").read_text()
+
+
+def test_batch_size_judge_on_its_recorded_numbers():
+    from trainlab.lessons import lesson
+
+    record = json.loads((Path(__file__).resolve().parent.parent / "docs" / "instruments" / "batch_size.json")
+                        .read_text())
+    claims = lesson("batch_size").judge(record["numbers"])
+    assert [(c.name, c.verdict) for c in claims] == [(c["name"], c["verdict"]) for c in record["claims"]]
+    moved = json.loads(json.dumps(record["numbers"]))
+    for seed in ("0", "1", "2", "3"):  # batch 1024 twice as fast as recorded: no longer "barely fewer steps"
+        moved["steps"][f"b1024_s{seed}"] /= 4
+    assert {c.name: c.verdict for c in lesson("batch_size").judge(moved)}["above_256_1024"] != "reproduced"

@@ -3,6 +3,15 @@ Training"): steps to a target loss fall like S_min (1 + B_noise / B). Below the 
 the steps (the same samples); far above it the steps barely fall (twice the samples for nothing). The simple noise
 scale B_simple = tr(Sigma) / |G|^2 is measured on the training set (trainlab.instruments.noise) at the weights where
 a batch-64 run reaches the target, and marked on the figure; each batch size trains at its own best lr of a grid.
+
+Changed after the first full run (2 seeds, one lr grid 0.03-1 for all, evaluations every 10 steps, checkpoints every
+25), and why: 2 seeds gave t-intervals of +-10x; the best lr sat at the grid's edge for batch 4 and 1024, so each batch
+size now has its own 3-point grid around where its best lr was; evaluations every 1 % of the budget, at least 5 steps
+(large batches settle in 30-40 steps: 10 was a 30 % resolution); B_simple grows fast as the loss falls (22 at step
+50, 190 at step 100), so checkpoints every 10 steps. After the second: the speed-up is judged on log2 (a ratio's
+"no effect" is 1, the rule's is 0) and "barely fewer above B_simple" as the indifference claim it is (the rule's
+"same": the whole interval within ±log2 2), where a "less" claim of an effect near 0 could only ever be "within
+noise". Thresholds were not moved.
 """
 import itertools
 import math
@@ -14,19 +23,22 @@ TITLE = "Batch size: below the noise scale a bigger batch saves steps, above it 
 CLAIM = ("Steps to a target loss S(B) follow S_min (1 + B_noise / B) (McCandlish et al. 2018): well below the noise "
          "scale B_simple = tr(Sigma)/|G|^2 a 4x batch needs ~4x fewer steps; well above it, barely fewer.")
 BATCHES = (4, 16, 64, 256, 1024)
-LRS = (0.03, 0.1, 0.3, 1.0)  # plain SGD; the best lr grows with the batch (the linear rule's regime, then capped)
-SEEDS = (0, 1)
-BUDGET = {4: 3000, 16: 1500, 64: 800, 256: 500, 1024: 400}  # max steps; a run that does not settle counts as never
+LRS = {4: (0.01, 0.03, 0.1), 16: (0.03, 0.1, 0.3), 64: (0.1, 0.3, 1.0), 256: (0.3, 1.0, 3.0),
+       1024: (0.3, 1.0, 3.0)}  # plain SGD; the best lr grows with the batch (the linear rule), then stops growing
+SEEDS = (0, 1, 2, 3)
+BUDGET = {4: 1000, 16: 600, 64: 400, 256: 300, 1024: 300}  # max steps; a run that does not settle counts as never
 TARGET = 0.25  # val_loss (digits' untrained loss is ln 10 = 2.3; this MLP reaches ~0.07)
-REF, CKPT = 64, 25  # B_simple is measured on the checkpoints of the best batch-64 runs (every CKPT steps)
+REF, CKPT = 64, 10  # B_simple is measured on the checkpoints of the best batch-64 runs (every CKPT steps)
 SMALL, LARGE = 2.5, 2.0  # a 4x batch: >= 2.5x fewer steps (perfect: 4) below B_simple; <= 2x fewer well above it
 QUICK_STEPS = 60
 SETUP = [("data", "digits (1438 training images)", "trainlab's default job"),
-         ("optimizer", f"sgd (no momentum), lr grid {', '.join(map(str, LRS))} per batch size", ("the paper tunes "
-          "the lr per batch size; plain SGD has no momentum to confound the step count")),
+         ("optimizer", "sgd (no momentum), 3 lrs per batch size: " + "; ".join(
+             f"{b}: {', '.join(map(str, lrs))}" for b, lrs in LRS.items()),
+          "the paper tunes the lr per batch size; plain SGD has no momentum to confound the step count"),
          ("batch", ", ".join(map(str, BATCHES)), "x4 steps, across the noise scale"),
          ("schedule", "constant", "steps to a target under one lr"), ("clip", "none", "clipping caps large lrs"),
-         ("target", f"val_loss <= {TARGET}, settled (stays there at every later evaluation, every 10 steps)",
+         ("target", (f"val_loss <= {TARGET}, settled (stays there at every later evaluation: every 1 % of the "
+                     "budget, >= 5 steps)"),
           "the paper's steps-to-target"), ("doctor", "off", "a diverging lr is a grid point, not a problem"),
          ("seeds", f"{len(SEEDS)}", "init and batch order")]
 
@@ -36,17 +48,18 @@ def name_of(batch, lr, seed):
 
 
 def plan(quick):
-    batches, lrs, seeds = ((16, 256), (0.3,), SEEDS[:1]) if quick else (BATCHES, LRS, SEEDS)
+    batches, seeds = ((16, 256), SEEDS[:1]) if quick else (BATCHES, SEEDS)
     points = []
     for batch in batches:
         steps = QUICK_STEPS if quick else BUDGET[batch]
         keep = [f"trainer.ckpt_every={CKPT}", "trainer.ckpt_keep=1000"] if batch == REF or quick else \
             ["trainer.ckpt_every=0"]
-        for lr in lrs:
+        for lr in (0.3,) if quick else LRS[batch]:
             for seed in seeds:
                 points.append(Point(name_of(batch, lr, seed), [
                     f"data.batch_size={batch}", "optimizer=sgd", f"optimizer.lr={lr}", "schedule=constant",
-                    "clip=none", "doctor=off", f"trainer.max_steps={steps}", "trainer.eval_every=10",
+                    "clip=none", "doctor=off", f"trainer.max_steps={steps}",
+                    f"trainer.eval_every={max(5, steps // 100)}",
                     "trainer.log_every=10", f"trainer.seed={seed}", *keep]))
     return points
 
@@ -97,8 +110,9 @@ def per_seed(n, batch):
 
 
 def speedup(n, small, big):
-    """Per seed: S(small) / S(big) (None where either never settled)."""
-    return [a / b if a and b else None for a, b in zip(per_seed(n, small), per_seed(n, big))]
+    """Per seed: log2 S(small) / S(big), the doublings of speed a bigger batch bought (0: none; 2 for a 4x batch:
+    perfect scaling); None where either never settled. A log: the rule's "no effect" is 0, a ratio's is 1."""
+    return [math.log2(a / b) if a and b else None for a, b in zip(per_seed(n, small), per_seed(n, big))]
 
 
 def b_simple(n):
@@ -109,7 +123,8 @@ def b_simple(n):
 
 def judge(n):
     """Below B_simple (both batches <= B_simple / 2): a 4x batch gives >= SMALL x fewer steps; above it (the smaller
-    batch >= 2 B_simple): <= LARGE x fewer. Pairs on either side of B_simple are not judged (the knee)."""
+    batch >= 2 B_simple): at most LARGE x fewer, the whole interval (an indifference claim: the rule's "same", on log2
+    of the speed-up). Pairs on either side of B_simple are not judged (the knee)."""
     noise, claims = b_simple(n), []
     batches = n["batches"]
     for small, big in itertools.pairwise(batches):
@@ -117,10 +132,12 @@ def judge(n):
             continue
         if big <= noise / 2:
             claims.append(Claim(f"below_{small}_{big}", f"B {small} -> {big} (below B_simple {noise:.0f}): >= {SMALL}x "
-                                "fewer steps", *interval(speedup(n, small, big)), SMALL, "more"))
+                                "fewer steps (log2 of the speed-up)", *interval(speedup(n, small, big)),
+                                math.log2(SMALL), "more"))
         elif small >= 2 * noise:
             claims.append(Claim(f"above_{small}_{big}", f"B {small} -> {big} (above B_simple {noise:.0f}): <= {LARGE}x "
-                                "fewer steps", *interval(speedup(n, small, big)), LARGE, "less"))
+                                "fewer steps (log2 of the speed-up within ±1)", *interval(speedup(n, small, big)),
+                                math.log2(LARGE), "same"))
     return claims
 
 
