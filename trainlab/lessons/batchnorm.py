@@ -70,7 +70,7 @@ def draw(n, claims, folder):
                                                                    "color": f"C{i}"}))
     return figure(folder / "batchnorm.png", [Panel(
         "final validation accuracy (mean, 95 % interval over seeds)", "batch size (lr x batch/64, same epochs)",
-        "val_acc", lines, logx=True, hlines=[("chance", 0.1, {})])], rule_title(TITLE, claims))
+        "val_acc", lines, logx=True, hlines=[("chance", 0.1, {})])], rule_title(TITLE, claims), size=(11, 4.8))
 
 
 def details(n):
