@@ -116,11 +116,22 @@ def draw(n, claims, folder):
                                     (f"{SHRINK:.0%} smaller", (1 - SHRINK) * gaps[0][0], {"color": "C3"})])], rule_title(TITLE, claims), size=(6.5, 4.8))
 
 
+def edges(n):
+    """The cures whose best strength is the smallest or largest of their grid (the grid should be extended)."""
+    found = []
+    for cure, setting in n["best"].items():
+        strengths = CURES[cure][2]
+        if len(strengths) > 1 and float(setting.split("_", 1)[1]) in (min(strengths), max(strengths)):
+            found.append(label(cure, setting))
+    return found
+
+
 def details(n):
     keys = ("train_acc", "val_acc", "val_loss", "best_val_loss")
     return ("Final values, mean ± 95 % half-width over seeds, every setting tried (early stopping: at the step it "
             "stopped, it does not restore the best weights; best val NLL: the lowest seen during the run); each "
             "cure's best strength by mean final val NLL: " + ", ".join(f"{label(c, s)}" for c, s in n["best"].items()) +
+            (f" (at its grid's edge: {', '.join(edges(n))})" if edges(n) else "") +
             "\n\n" + table(["setting", *keys, "gap"], [[s, *(ci(n[k][s]) for k in keys), ci(gap(n, s))]
                                                      for s in n["val_loss"]]))
 
