@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 EVAL_SAMPLES = 1024  # train and validation samples each point is evaluated on (the first ones: a fixed subset)
+EVAL_COST = 100_000_000  # ... at most this many (positions x parameters) per evaluation, at least 32 samples: a
+# Transformer's point costs about what the default MLP's does (1024 samples x 85k parameters)
 SEED = 0  # the random directions' generator: the same run gives the same slice
 
 
@@ -117,9 +119,17 @@ def loss_at(setup, vec, loss_fn):
             p.copy_(v)
         out = []
         for x, y in ((setup.x_train, setup.y_train), (setup.x_val, setup.y_val)):
-            value = loss_fn(setup.model(x[:EVAL_SAMPLES]), y[:EVAL_SAMPLES]).item()
+            n = eval_count(x, sum(p.numel() for p in params))
+            value = loss_fn(setup.model(x[:n]), y[:n]).item()
             out.append(value if math.isfinite(value) else None)
     return out
+
+
+def eval_count(x, params):
+    """How many of these samples each point is evaluated on (see EVAL_SAMPLES, EVAL_COST); token sequences count
+    every position."""
+    positions = 1 if x.is_floating_point() else max(1, x[0].numel())
+    return min(EVAL_SAMPLES, len(x), max(32, EVAL_COST // (positions * params)))
 
 
 def grid_losses(setup, center, d1, d2, xs, ys, loss_fn):
@@ -199,7 +209,8 @@ def measure(run_dir, steps_1d=25, grid=21, span=1.0):
     eval_mode(setup.model)
     loss_fn = plain_loss(setup.task)
     out = {"run": str(run_dir), "final_step": snaps[-1][0], "checkpoint_steps": [s for s, _ in snaps],
-           "eval_samples": EVAL_SAMPLES, "task": setup.task}
+           "eval_samples": eval_count(setup.x_train, sum(p.numel() for _, p in trainable(setup.model))),
+           "task": setup.task}
     alphas = torch.linspace(-0.25, 1.25, steps_1d).tolist()  # 0 = initial, 1 = final
     line = [loss_at(setup, initial + a * (final - initial), loss_fn) for a in alphas]
     out["line"] = {"alpha": alphas, "train_loss": [v[0] for v in line], "val_loss": [v[1] for v in line]}
