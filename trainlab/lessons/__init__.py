@@ -36,7 +36,7 @@ from pathlib import Path
 NAMES = ("valleys", "init", "batchnorm", "warmup", "clipping", "overfitting", "adam_vs_sgd", "calibration",
          "lion", "grokking", "ablation", "processes", "adam_coordinates", "adaptive_generalization",
          "first_aid", "dropout", "batchnorm_modes", "schedules",
-         "mup", "edge_of_stability", "batch_size", "ema")
+         "mup", "edge_of_stability", "batch_size", "ema", "landscape")
 
 
 @dataclass
