@@ -146,6 +146,17 @@ def test_decay_fixes_stay_in_the_optimizers_sane_range():
         assert not [f for f in far_off(cfg) if "weight_decay" in f]  # the grokking lesson's decays are not far off
     assert "optimizer.weight_decay=0.0005" in regularize_fixes(sgd) and max_decay(lion["optimizer"]) == 10.0
     assert far_off(compose_cfg("optimizer=adamw", "optimizer.weight_decay=300"))[0] == "optimizer.weight_decay=0.01"
+    assert far_off(compose_cfg("model=transformer", "optimizer.lr=1")) == ["optimizer.lr=0.003"]  # lr x wd is the lr's
+
+
+def test_a_named_cause_comes_before_training_longer():
+    cfg = compose_cfg("model.activation=tanh", "init=xavier", "init.gain=8")
+    sat = Diagnosis("saturated", "warning", 100, "body.1", "saturated", {}, ["init.gain=1.0"])
+    doctor = feed(cfg, [(i * 50, {"train_loss": 2.3, "lr": 1e-3, "grad_norm": 0.1, "val_loss": 2.3,
+                                  "val_acc": 0.1 + 0.03 * max(0, i - 2)}) for i in range(6)])
+    d = verdict(cfg, summary_of(acc=0.19), {"chance": 0.142, "num_classes": 10}, [sat, *doctor.findings],
+                doctor.watch)
+    assert "still climbing" in d.message and d.fixes[:2] == ["init.gain=1.0", "trainer.max_steps=1200"]
 
 
 def test_grokking_is_still_generalizing_train_longer_first():

@@ -147,7 +147,8 @@ def far_off_reasons(cfg):
         out.append((f"optimizer.betas={list(betas)}: a momentum of 0.999 or more averages over 1000+ steps, a second "
                     "moment below 0.9 follows single batches", f"optimizer.betas=[{','.join(map(str, betas_home))}]"))
     wd, wd_home = opt["weight_decay"], shipped("optimizer", opt["name"], "weight_decay") or 0.0
-    too_much = lr * wd > FAR * SANE_SHRINK if decoupled(opt) else wd > max(FAR * wd_home, 1.0)
+    step_lr = min(lr, home) if home else lr  # a huge lr makes lr x wd huge too: then the lr is the cause, not the decay
+    too_much = step_lr * wd > FAR * SANE_SHRINK if decoupled(opt) else wd > max(FAR * wd_home, 1.0)
     if too_much:
         out.append((f"optimizer.weight_decay={wd:g} shrinks the weights faster than any update can move them",
                     f"optimizer.weight_decay={_num(wd_home)}"))

@@ -119,8 +119,10 @@ def verdict(cfg, summary, meta, findings, watch):
             why += "".join(f"; {r}" for r, _ in reasons)
             fixes = then(then(far_off(cfg), lead_fixes(findings)), _first_fixes(findings, ("plateau",))) or \
                 _lr_direction(cfg, watch)
+            causes = then(far_off(cfg), lead_fixes(findings))  # a named cause still comes before training longer
             if (going := _still_learning(findings, watch)) is not None:  # a take-off late in the run
-                why, fixes = f"{why}, {going}", then([f"trainer.max_steps={2 * cfg['trainer']['max_steps']}"], fixes)
+                why, fixes = f"{why}, {going}", then(causes, [f"trainer.max_steps={2 * cfg['trainer']['max_steps']}",
+                                                              *fixes])
             elif fixes and fixes[0].startswith("optimizer.lr=") and LR_FIND not in why:
                 why += f" ({LR_FIND})"
     elif len(watch.spikes) >= watch.opt["spike_repeat"] and watch.spikes[-1] >= SETTLED * summary["max_steps"]:
