@@ -223,4 +223,26 @@ MUTANTS = [
     Mutant("ranks_see_the_same_samples", "trainlab/distributed.py", "return x[rank::world], y[rank::world]",
            "return x[:len(x) // world], y[:len(y) // world]",
            (T + "test_distributed.py::test_two_processes_follow_one_process_with_the_same_global_batch",)),
+    # --- issue 25: the loop's code added since the gate was written (resume, deferred check, DDP, lr scaling, fused)
+    Mutant("scaler_not_resumed", "trainlab/state.py", "        state.scaler.load_state_dict(snap[\"scaler\"])\n",
+           "        pass\n", (T + "test_faults.py::test_an_fp16_run_resumes_with_its_loss_scale",)),
+    Mutant("schedule_not_resumed", "trainlab/state.py", 'state.schedule.load_state_dict(snap["schedule"])', "pass",
+           (T + "test_golden.py::test_the_loop_reproduces_its_golden_numbers[resumed_after_kill]",)),
+    Mutant("deferred_check_skips_checkpoint_only_steps", "trainlab/guard.py", "if due.any and self.flag.item():",
+           "if (due.log or due.eval or due.health) and self.flag.item():",
+           (T + "test_gpu_ready.py::test_a_checkpoint_between_rows_never_keeps_a_non_finite_update",)),
+    Mutant("ddp_not_sharded", "trainlab/distributed.py", "    return x[rank::world], y[rank::world]",
+           "    return x, y", (T + "test_distributed.py::test_each_process_takes_its_own_share_of_the_global_batch",)),
+    Mutant("ddp_loss_not_averaged", "trainlab/distributed.py", "    return t.item() / dist.get_world_size()",
+           "    return t.item()", (T + "test_distributed.py::test_two_processes_follow_one_process_with_the_same_"
+                                   "global_batch",)),
+    Mutant("lr_scaling_after_the_schedule", "trainlab/train.py",
+           '    lr_scale = scale_lr(opt, tr["lr_scaling"], bs, tr["ref_batch"])\n'
+           '    schedule = build_schedule(cfg["schedule"], opt, tr["max_steps"])\n',
+           '    schedule = build_schedule(cfg["schedule"], opt, tr["max_steps"])\n'
+           '    lr_scale = scale_lr(opt, tr["lr_scaling"], bs, tr["ref_batch"])\n',
+           (T + "test_train.py::test_lr_scaling_follows_the_batch_size",)),
+    Mutant("fused_never_chosen", "trainlab/parts/optim.py", 'kwargs["fused"] = True', 'kwargs["fused"] = None',
+           (OPT + "::test_fused_kernels_where_torch_has_them_follow_the_per_tensor_update",)),
+
 ]

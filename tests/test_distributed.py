@@ -64,3 +64,12 @@ def test_torchrun_gives_one_run_directory(tmp_path):
     assert len(runs) == 1 and json.loads((runs[0] / "summary.json").read_text())["processes"] == 2
     assert "SyncBatchNorm runs only on GPUs" in result.stdout  # said plainly on CPU/gloo
     assert "terminate called" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_each_process_takes_its_own_share_of_the_global_batch():
+    from trainlab.distributed import shard
+
+    x, y = torch.arange(8).reshape(8, 1), torch.arange(8)
+    shares = [shard(x, y, rank, 2) for rank in (0, 1)]
+    assert [s[1].tolist() for s in shares] == [[0, 2, 4, 6], [1, 3, 5, 7]]  # disjoint, together the whole batch
+    assert shard(x, y, 0, 1)[1].tolist() == list(range(8))

@@ -337,3 +337,20 @@ def test_a_resume_does_not_add_the_doctors_findings_to_tensorboard_again(tmp_pat
     events = EventAccumulator(str(run), size_guidance={"tensors": 0}).Reload()
     texts = [t for t in events.Tags()["tensors"] if t.startswith("doctor/")]
     assert texts and all(len(events.Tensors(t)) == 1 for t in texts), {t: len(events.Tensors(t)) for t in texts}
+
+
+def test_an_fp16_run_resumes_with_its_loss_scale(tmp_path):
+    """The GradScaler's scale (and its growth tracker) is part of the checkpoint: a resumed fp16 run skips exactly
+    the updates the uninterrupted one skipped, and writes the same rows."""
+    fp16 = ["precision=fp16", "precision.init_scale=16777216", "trainer.max_steps=40", "schedule.warmup_steps=4"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert trainlab(whole, *fp16).returncode == 0
+    assert trainlab(cut, *fp16).returncode == 0
+    (cut / "summary.json").unlink()
+    for path in (cut / "checkpoints").glob("step-00000040.pt*"):
+        path.unlink()  # as if killed after step 20's checkpoint
+    assert trainlab(cut, *fp16, "trainer.resume=auto").returncode == 0
+    assert (cut / "metrics.jsonl").read_text() == (whole / "metrics.jsonl").read_text()
+    summary = json.loads((cut / "summary.json").read_text())
+    assert summary["nonfinite"] == json.loads((whole / "summary.json").read_text())["nonfinite"]
+    assert summary["nonfinite"]["scaler_skipped"] > 0

@@ -28,6 +28,19 @@ def test_deferred_check_ends_a_failing_run_exactly_like_the_per_step_check(train
         [(f["kind"], f["step"], f["where"]) for f in findings[1]]  # located at the same step and place
 
 
+def test_a_checkpoint_between_rows_never_keeps_a_non_finite_update(train):
+    """Rows far apart, a checkpoint every 5 steps: the deferred check reads its flag at the checkpoint too, so the
+    state it saves (and replays from) never holds the bad step — the same run as the per-step check."""
+    sparse = [*NAN, "trainer.on_nonfinite=skip", "trainer.log_every=50", "trainer.eval_every=50",
+              "trainer.ckpt_every=5", "trainer.max_steps=40"]
+    a, a_dir = train(*sparse, "trainer.nonfinite_check=step")
+    model_a = {k: v.clone() for k, v in train.model.state_dict().items()}
+    b, b_dir = train(*sparse, "trainer.nonfinite_check=deferred")
+    assert a["nonfinite"]["skipped"] > 0 and a["nonfinite"] == b["nonfinite"]
+    assert all(torch.equal(model_a[k], v) for k, v in train.model.state_dict().items())
+    assert read(a_dir, "metrics.jsonl") == read(b_dir, "metrics.jsonl")
+
+
 def test_deferred_check_reads_the_device_only_at_logged_rows(train, monkeypatch):
     calls = []
     item = torch.Tensor.item

@@ -124,7 +124,9 @@ def test_lr_scaling_follows_the_batch_size(train):
     for batch in (32, 128):
         summary, run_dir = train(*fast(f"data.batch_size={batch}", "trainer.lr_scaling=linear", "trainer.ref_batch=64",
                                        "schedule=constant"))
-        rows[batch] = read_jsonl(run_dir / "metrics.jsonl")[0]["lr"]
+        rows[batch] = [r["lr"] for r in read_jsonl(run_dir / "metrics.jsonl")]
+        assert len(set(rows[batch])) == 1  # the schedule scales the scaled lr at every step, not the unscaled one
+        rows[batch] = rows[batch][0]
     assert rows[32] == pytest.approx(3e-3 / 2) and rows[128] == pytest.approx(3e-3 * 2)  # adamw's lr is 3e-3
     _, run_dir = train(*fast("data.batch_size=256", "trainer.lr_scaling=sqrt", "schedule=constant"))
     assert read_jsonl(run_dir / "metrics.jsonl")[0]["lr"] == pytest.approx(3e-3 * 2)  # sqrt(256 / 64)

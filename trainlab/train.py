@@ -230,7 +230,7 @@ def announce(cfg, state, files, run_dir, overrides, meta, device, threads, gain,
     if ckpt_path is not None:
         console.console.print(f"resumed from {ckpt_path} at step {state.step}", soft_wrap=True)
     else:
-        show(state.doctor.at_start(cfg["data"]["batch_size"] // world), overrides, console.console)
+        show(state.doctor.at_start(cfg["data"]["batch_size"] // world, meta=meta), overrides, console.console)
     files.findings(state.doctor.findings, overrides)
 
 
