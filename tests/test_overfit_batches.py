@@ -1,4 +1,5 @@
 """trainer.overfit_batches=N: the loop sees the same N batches only, and a working model memorizes them."""
+import json
 import inspect
 
 import pytest
@@ -60,3 +61,13 @@ def test_the_default_job_memorizes_one_batch_and_a_frozen_loop_does_not(train):
     _, frozen = train(*steps, "optimizer.lr=1e-7")  # an lr of ~0: the loop runs but cannot memorize anything
     assert ": memorized -" in overfit_verdict(read_rows(working / "metrics.jsonl"), 1)
     assert ": NOT memorized -" in overfit_verdict(read_rows(frozen / "metrics.jsonl"), 1)
+
+
+def test_the_doctor_says_whether_the_batches_were_memorized(train):
+    common = ["trainer.max_steps=100", "trainer.overfit_batches=1", "trainer.progress=false", "trainer.threads=1"]
+    for extra, severity, words in ((), "info", ": memorized"), (("optimizer.lr=1e-7",), "error", "NOT memorized"):
+        summary, run_dir = train(*common, *extra)
+        found = [d for d in json.loads((run_dir / "diagnosis.json").read_text()) if d["kind"] == "overfit_batches"]
+        assert len(found) == 1 and found[0]["severity"] == severity and words in found[0]["message"]
+    summary, run_dir = train("trainer.max_steps=20", "trainer.progress=false", "trainer.threads=1")
+    assert "overfit_batches" not in (run_dir / "diagnosis.json").read_text()  # off: no word

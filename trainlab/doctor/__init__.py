@@ -117,12 +117,20 @@ class Doctor:
     def at_end(self, summary, meta):
         """The run's verdict (learned, did not learn, unstable, diverged, overfitting) as a finding."""
         from trainlab.doctor.verdict import verdict
+        from trainlab.instruments.overfit import verdict_text
 
         late = []
         if self.on and self.meta is None and self.watch.first is not None and \
                 not any(d.kind == "initial_loss" for d in self.findings):  # no meta at start (or a resumed run)
             late = [d for d in [first_loss(self.cfg, self.watch.first[0], self.watch.first[1], meta)] if d]
         self.meta = meta
+        n = self.cfg["trainer"]["overfit_batches"]
+        if self.on and n:  # Karpathy's first check: a model and loop that work memorize a few batches
+            first = self.watch.first[1] if self.watch.first is not None else None
+            text = verdict_text(first, summary["final"].get("train_loss"), n)
+            late.append(Diagnosis("overfit_batches", "info" if ": memorized" in text else "error", summary["steps"],
+                                  "train_loss", text, {"first_loss": first,
+                                                       "final_loss": summary["final"].get("train_loss")}))
         return self._keep(late) + self._keep([verdict(self.cfg, summary, meta, self.findings, self.watch)])
 
     def state_dict(self):
