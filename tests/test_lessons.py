@@ -155,3 +155,16 @@ def test_full_lesson_gives_its_recorded_verdicts(name, tmp_path):
     record = check_outputs(name, report, folder, lesson(name).plan(False))
     assert [(c["name"], c["verdict"]) for c in record["claims"]] == \
         [(c["name"], c["verdict"]) for c in recorded(name)["claims"]]
+
+
+def test_every_lesson_names_its_objective_and_the_list_shows_it():
+    import subprocess
+    import sys
+
+    from trainlab.lessons import NAMES, lesson
+
+    assert all(isinstance(lesson(name).OBJECTIVE, str) and lesson(name).OBJECTIVE for name in NAMES)
+    out = subprocess.run([sys.executable, "-m", "trainlab", "lesson"], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert out.count("objective: ") == len(NAMES)
+    assert "objective: Adam's per-coordinate learning rate" in out

@@ -6,7 +6,8 @@ draws one figure and writes a short report (setup, numbers, a one-line verdict),
 
 The contract of a lesson module (add one: the module, and its name in NAMES; docs/notes/lessons.md has the why):
 
-    TITLE, CLAIM                       strings; CLAIM is the curriculum's sentence, with its source
+    TITLE, CLAIM, OBJECTIVE            strings; CLAIM is the curriculum's sentence, with its source; OBJECTIVE the
+                                       learning objective it shows (`trainlab lesson` lists it)
     SETUP                              [(setting, value, why)]: every setting that differs from trainlab's defaults
                                        or shapes the result (clip, warmup, schedule, decay, gains): the report's table
     plan(quick) -> [Point]             the runs (quick: a smoke test of a few runs, seconds)
@@ -247,6 +248,8 @@ def main(argv):
         for name in NAMES:
             module = lesson(name)
             console.print(f"  [cyan]{name:<{max(map(len, NAMES)) + 2}}[/]{escape(module.TITLE)}", soft_wrap=True)
+            console.print(f"  {'':<{max(map(len, NAMES)) + 2}}[dim]objective: {escape(module.OBJECTIVE)}[/]",
+                          soft_wrap=True)
         return 0
     if args.name not in NAMES:
         close = [n for n in NAMES if n.startswith(args.name[:3])]

@@ -6,6 +6,7 @@ from trainlab.lessons import Point
 from trainlab.lessons.common import QUIET, Panel, categories, ci, difference, figure, more, per_seed, rule_title, table
 
 TITLE = "Ablation: what each decision of the standard loop is worth"
+OBJECTIVE = "the five decisions of the standard loop"  # the curriculum's learning objective this lesson shows
 CLAIM = ("Every decision of the standard loop (AdamW, warmup + cosine, clipping at 1.0, dropout, He init) earns its "
          "place: removing any one of them lowers the final validation accuracy.")
 STANDARD = {"optimizer": ["optimizer=adamw"], "schedule": ["schedule=warmup_cosine"],

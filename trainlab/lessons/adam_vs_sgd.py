@@ -21,6 +21,7 @@ from trainlab.lessons.common import (
 )
 
 TITLE = "Adam vs SGD: Adam trains faster, SGD generalizes as well or better"
+OBJECTIVE = "Adam vs SGD speed"  # the curriculum's learning objective this lesson shows
 CLAIM = ("Each at its best learning rate, Adam drives the training loss down in fewer steps than SGD with momentum, "
          "while SGD reaches a validation accuracy at least as high (Wilson et al. 2017: adaptive methods can "
          "generalize worse).")

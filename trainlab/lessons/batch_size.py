@@ -20,6 +20,7 @@ from trainlab.lessons import Point
 from trainlab.lessons.common import Claim, Panel, best_of, figure, interval, rule_title, settled, table
 
 TITLE = "Batch size: below the noise scale a bigger batch saves steps, above it only costs samples"
+OBJECTIVE = "batch size and the gradient noise scale"  # the curriculum's learning objective this lesson shows
 CLAIM = ("Steps to a target loss S(B) follow S_min (1 + B_noise / B) (McCandlish et al. 2018): well below the noise "
          "scale B_simple = tr(Sigma)/|G|^2 a 4x batch needs ~4x fewer steps; well above it, barely fewer.")
 BATCHES = (4, 16, 64, 256, 1024)

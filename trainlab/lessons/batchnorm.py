@@ -7,6 +7,7 @@ from trainlab.lessons import Point
 from trainlab.lessons.common import Panel, figure, final, interval, more, rule_title, same, table
 
 TITLE = "Normalization vs batch size: BatchNorm degrades at small batches"
+OBJECTIVE = "BatchNorm and LayerNorm at small batch"  # the curriculum's learning objective this lesson shows
 CLAIM = ("BatchNorm's batch statistics are noisy at small batches and differ between training and evaluation; "
          "per-sample norms (LayerNorm, GroupNorm) are indifferent to the batch size (Wu & He 2018).")
 NORMS = ("batchnorm", "layernorm", "groupnorm", "none")  # the full run: BatchNorm and LayerNorm (RUN_NORMS)

@@ -19,6 +19,7 @@ from trainlab.lessons.common import (
 )
 
 TITLE = "Calibration: label smoothing lowers confidence; it helps ECE only where the net is overconfident"
+OBJECTIVE = "label smoothing and calibration"  # the curriculum's learning objective this lesson shows
 CLAIM = ("Label smoothing lowers a network's confidence; where the plain network is overconfident (confidence above "
          "accuracy) it lowers the expected calibration error, where it is already calibrated it makes it "
          "underconfident.")

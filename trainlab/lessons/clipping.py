@@ -9,6 +9,7 @@ from trainlab.lessons import Point
 from trainlab.lessons.common import QUIET, Panel, ci, curve, figure, final, more, per_seed, rule_title, table
 
 TITLE = "Gradient clipping: an aggressive lr without blow-ups"
+OBJECTIVE = "gradient clipping"  # the curriculum's learning objective this lesson shows
 CLAIM = ("At an lr that is too large for some batches, recurrent nets and Transformers see exploding gradients: "
          "non-finite steps, loss spikes and a worse final loss; clipping the global gradient norm removes them.")
 MODELS = {  # name -> (label, overrides, steps)

@@ -18,6 +18,7 @@ from trainlab.lessons import Point
 from trainlab.lessons.common import Claim, Panel, figure, interval, more, rows, rule_title, table
 
 TITLE = "Edge of stability: full-batch GD's sharpness rises to 2/lr and hovers there"
+OBJECTIVE = "curvature: sharpness and the edge of stability"  # the curriculum's learning objective this lesson shows
 CLAIM = ("Under full-batch gradient descent the top Hessian eigenvalue rises (progressive sharpening) until it "
          "reaches 2/lr, then hovers at 2/lr while the training loss keeps falling, non-monotonically (Cohen et al. "
          "2021). Below that edge (a small lr) GD is the classical stable, monotone descent.")

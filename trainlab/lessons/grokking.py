@@ -10,6 +10,7 @@ from trainlab.lessons import Point
 from trainlab.lessons.common import QUIET, Panel, ci, curve, figure, more, per_seed, rule_title, table
 
 TITLE = "Grokking: with weight decay, a Transformer memorizes first and generalizes much later"
+OBJECTIVE = "weight decay and delayed generalization"  # the curriculum's learning objective this lesson shows
 CLAIM = ("On modular addition with half the pairs for training, a Transformer with weight decay fits the training "
          "pairs first and generalizes many steps later (grokking); without weight decay it generalizes later or not "
          "at all (Power et al. 2022).")

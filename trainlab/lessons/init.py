@@ -9,6 +9,7 @@ from trainlab.lessons.common import Panel, ci, figure, geomean, more, rule_title
 from trainlab.runs.health import depth_series, passes
 
 TITLE = "Initialization vs depth: which init keeps the signal through 30 layers"
+OBJECTIVE = "Xavier and He initialization"  # the curriculum's learning objective this lesson shows
 CLAIM = ("He init (gain sqrt 2) with ReLU keeps the activation std steady through depth; Xavier with gain 1 under "
          "ReLU halves the variance at every layer, so the signal vanishes; N(0, 1) weights explode the "
          "backpropagated gradient.")

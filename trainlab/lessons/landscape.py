@@ -27,6 +27,7 @@ from trainlab.lessons import Point
 from trainlab.lessons.common import Claim, ci, interval, table
 
 TITLE = "Loss landscape: the line from init to the trained weights falls without a barrier"
+OBJECTIVE = "the loss landscape"  # the curriculum's learning objective this lesson shows
 CLAIM = ("On the straight line from the initial to the trained weights the training loss falls (nearly) "
          "monotonically: no barrier (Goodfellow et al. 2015). A small-batch run ends in a flatter region than a "
          "large-batch run trained for the same epochs: the loss rises less at a fixed filter-normalized distance "

@@ -20,6 +20,7 @@ from trainlab.lessons.common import (
 )
 
 TITLE = "Lion vs AdamW: the same accuracy at a 3-10x smaller learning rate"
+OBJECTIVE = "Lion (and optimizer choice at a tuned lr)"  # the curriculum's learning objective this lesson shows
 CLAIM = ("Lion, each optimizer at its own best learning rate, reaches the accuracy of AdamW, and its best lr is 3-10x "
          "smaller than AdamW's (Chen et al. 2023).")
 GRIDS = {"adamw": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2), "lion": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)}  # two full runs'

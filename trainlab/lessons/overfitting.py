@@ -19,6 +19,7 @@ from trainlab.lessons.common import (
 )
 
 TITLE = "Overfitting: dropout, weight decay and early stopping on 300 samples"
+OBJECTIVE = "overfitting: dropout, weight decay, early stopping"  # the curriculum's learning objective this lesson shows
 CLAIM = ("A large network memorizes a few hundred samples: training accuracy goes to 1 while the validation NLL "
          "climbs; dropout, weight decay and early stopping, each at its best strength, lower the validation NLL and "
          "shrink the train/validation gap.")

@@ -19,6 +19,7 @@ from trainlab.lessons.common import (
 )
 
 TITLE = "BatchNorm across processes: per-process statistics at a small per-process batch"
+OBJECTIVE = "SyncBatchNorm: BatchNorm across processes"  # the curriculum's learning objective this lesson shows
 CLAIM = ("Under data parallelism BatchNorm's statistics come from each process's share of the batch, so 2 processes "
          "at a global batch of 8 train like BatchNorm at batch 4; LayerNorm is indifferent to the process count.")
 NORMS = ("batchnorm", "layernorm")

@@ -8,6 +8,7 @@ from trainlab.lessons import Point
 from trainlab.lessons.common import Claim, Panel, best_of, curve, data_meta, figure, rule_title, settled, table
 
 TITLE = "Narrow valleys: GD needs ~kappa steps, momentum ~sqrt(kappa)"
+OBJECTIVE = "the update rules: SGD, momentum, Nesterov, Adam in narrow valleys"  # the curriculum's learning objective this lesson shows
 CLAIM = ("On an ill-conditioned quadratic, gradient descent at its best lr needs steps proportional to the condition "
          "number kappa; heavy-ball momentum and Nesterov, tuned, need steps proportional to sqrt(kappa).")
 KAPPAS = (100, 1000)

@@ -21,6 +21,7 @@ from trainlab.lessons.common import (
 )
 
 TITLE = "Warmup: a deep post-LN Transformer needs it, pre-LN and shallow ones do not"
+OBJECTIVE = "warmup (post-LN vs pre-LN Transformers)"  # the curriculum's learning objective this lesson shows
 CLAIM = ("At Adam's usual lr a deep post-LN Transformer trained without warmup stalls (here: at the loss of a model "
          "that sees only the previous token); a warmup rescues it, while a pre-LN Transformer of the same depth, and "
          "a 2-layer post-LN one, train without warmup (Xiong et al. 2020; Liu et al. 2020).")
