@@ -81,8 +81,14 @@ def test_the_command_stops_at_divergence_and_writes_its_files(tmp_path, capsys):
     assert main(["--out", str(out), "--steps", "80", "trainer.threads=1"]) == 0
     printed = capsys.readouterr().out
     record = json.loads((out / "lr_find.json").read_text())
-    assert sorted(p.name for p in out.iterdir()) == ["lr_find.json", "lr_find.png"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("events.out")) == ["lr_find.json",
+                                                                                            "lr_find.png"]
     lrs, smoothed = record["lrs"], record["smoothed"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out)).Reload()  # the same curve in TensorBoard, a step per lr
+    assert [e.value for e in events.Scalars("lr_find/lr")] == pytest.approx(lrs, rel=1e-6)
+    assert [e.value for e in events.Scalars("lr_find/smoothed")] == pytest.approx(smoothed, rel=1e-6)
     assert smoothed == pytest.approx(smooth(record["losses"], 0.98))
     stop = next(i for i in range(1, len(smoothed)) if smoothed[i] > 4 * min(smoothed[:i + 1]))
     assert len(lrs) == stop + 1 < 80 and "passed 4 x its minimum" in record["stopped"]  # the default job blows up

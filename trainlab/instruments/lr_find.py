@@ -172,6 +172,19 @@ def figure(result, cfg, path, reference):
     plt.close(fig)
 
 
+def tensorboard(result, path):
+    """The curve in TensorBoard too (tags lr_find/lr, lr_find/loss, lr_find/smoothed; x = the test's step), one event
+    per step, beside the JSON and the figure: `tensorboard --logdir DIR` shows it with the runs."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(path))
+    for i, values in enumerate(zip(result.lrs, result.losses, result.smoothed)):
+        writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=f"lr_find/{name}", simple_value=float(v))
+                                                      for name, v in zip(("lr", "loss", "smoothed"), values)]), i)
+    writer.close()
+
+
 def paste(cfg, lr):
     """The override(s) that set the optimizer's lr to lr (Muon's AdamW part moves with it)."""
     node = cfg["optimizer"]
@@ -229,6 +242,7 @@ def main(argv):
               "config_lr": reference, **asdict(result)}
     (path / "lr_find.json").write_text(json.dumps(record, indent=1) + "\n")
     figure(result, cfg, path / "lr_find.png", reference)
+    tensorboard(result, path)
     s = result.suggestions
     print(f"LR range test of optimizer={cfg['optimizer']['name']} ({len(result.lrs)} steps in {result.steps_seconds:.1f} s"
           f", {result.seconds:.1f} s with the build): {result.stopped}.")
@@ -240,5 +254,5 @@ def main(argv):
     print(f"  the config's : optimizer.lr={reference:g}")
     kept = [o for o in args.overrides if not o.lstrip("+~").startswith(("optimizer.lr=", "optimizer.adamw_lr="))]
     print(f"paste one, e.g.:  trainlab {' '.join([*kept, paste(cfg, s['min_over_10'])])}")
-    print(f"files: {path / 'lr_find.json'}, {path / 'lr_find.png'}")
+    print(f"files: {path / 'lr_find.json'}, {path / 'lr_find.png'}; TensorBoard lr_find/: tensorboard --logdir {path}")
     return 0
