@@ -80,9 +80,11 @@ def build_and_train(cfg, run_dir, parallel_jobs, keep, trial, config_shown):
     task, y_train, y_val = resolve_task(meta, cfg["model"], y_train, y_val)
     objective = resolve_objective(tr["objective"], task)
     check_mixing(reg, meta)
-    check_fits(lambda: models.build_model(cfg["model"], meta, build_norm(cfg["norm"]), reg["dropout"],
-                                          reg["drop_path"]), x_train[:bs], device, cfg["model"])  # on the meta device
-    model = build_model(cfg["model"], meta, build_norm(cfg["norm"]), reg["dropout"], reg["drop_path"]).to(device)
+    def make(build):  # the model of this config (the footprint counts a copy of its own, on the meta device)
+        return build(cfg["model"], meta, build_norm(cfg["norm"]), reg["dropout"], reg["drop_path"])
+
+    check_fits(lambda: make(models.build_model), x_train[:bs], device, cfg["model"])  # too big: refused here
+    model = make(build_model).to(device)
     threads, why = (tr["threads"], None) if tr["threads"] else thread_choice(model, parallel_jobs)
     torch.set_num_threads(threads)  # per job: Hydra's basic launcher runs every job in one process
     gain = build_init(cfg["init"], cfg["model"]["activation"])(model)
@@ -101,8 +103,8 @@ def build_and_train(cfg, run_dir, parallel_jobs, keep, trial, config_shown):
     if keep is not None:  # the Python API returns the model; tests compare it with its initial weights
         keep["model"], keep["initial"] = model, {k: v.clone() for k, v in model.state_dict().items()}
     ckpt_path = resume(state, cfg, run_dir, rank, world)
-    if ckpt_path is not None and finished(run_dir, state.step, tr["max_steps"]):
-        return finished(run_dir, state.step, tr["max_steps"], say=rank == 0)
+    if ckpt_path is not None and (done := finished(run_dir, state.step, tr["max_steps"], say=rank == 0)):
+        return done  # a resume of a completed run: nothing to do, nothing written
     files = RunFiles.open(run_dir, cfg, device, start_step=state.step, write=rank == 0, render=markdown)
     files.shown = len(state.doctor.findings)  # a resume: the findings so far are in TensorBoard already
     loud, start_step, overrides = rank == 0, state.step, run_overrides(run_dir) if rank == 0 else []
