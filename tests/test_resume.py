@@ -99,7 +99,31 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
     assert other.returncode == 2, other.stderr
     assert "another configuration" in other.stderr and "model.width: checkpoint 256, this run 64" in other.stderr
     assert "optimizer.name: checkpoint 'adamw', this run 'sgd'" in other.stderr
+    assert "To continue it as it was, add: " in other.stderr  # the overrides that would match it again
+    back = other.stderr.split("as it was, add: ")[1].split(";")[0].split()
+    assert "optimizer=adamw" in back and "model.width=256" in back
     assert "Traceback" not in other.stderr
+
+
+def _rewrite(path, snap):
+    """Save SNAP over checkpoint PATH with a matching sha256 sidecar (as an older trainlab would have written it)."""
+    torch.save(snap, path)
+    path.with_name(path.name + ".sha256").write_text(hashlib.sha256(path.read_bytes()).hexdigest() + "\n")
+
+
+def test_a_checkpoint_from_before_an_option_existed_resumes_at_the_options_default(tmp_path):
+    """An upgrade must not strand a run: a key the checkpoint lacks, at its shipped value now, is no difference."""
+    run = tmp_path / "run"
+    assert trainlab(run, *BASE, "trainer.max_steps=20").returncode == 0
+    newest = sorted((run / "checkpoints").glob("step-*.pt"))[-1]
+    snap = torch.load(newest, weights_only=True)
+    del snap["identity"]["model"]["activation"]  # written before model.activation existed
+    _rewrite(newest, snap)
+    other = trainlab(run, *BASE, "trainer.max_steps=20", "model.activation=gelu", "trainer.resume=auto")
+    assert other.returncode == 2 and "model.activation: checkpoint '(absent)', this run 'gelu'" in other.stderr
+    done = trainlab(run, *BASE, "trainer.max_steps=30", "schedule.warmup_steps=2", "trainer.resume=auto")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((run / "summary.json").read_text())["steps"] == 30
 
 
 def test_a_checkpoint_never_executes_code(tmp_path):

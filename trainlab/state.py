@@ -143,16 +143,43 @@ def identity(cfg):
     return out
 
 
+def shipped(group, option, key):
+    """The value conf/GROUP/OPTION.yaml gives KEY ("(absent)" if none; an interpolation stays its text)."""
+    from trainlab.config import options
+
+    try:
+        return options(group).get(option, {}).get(key, "(absent)")
+    except (OSError, ValueError):  # a group that is not a folder of options (e.g. precision)
+        return "(absent)"
+
+
 def differences(a, b):
-    """The keys (group.key) whose values differ between two identities, with both values."""
+    """The keys (group.key) whose values differ between two identities, with both values. A key the checkpoint lacks
+    (an option added to trainlab after it was written) at its shipped value in this run is the behaviour the run
+    had, not a difference: an upgrade never strands a run."""
     keys = sorted({f"{g}.{k}" for ident in (a, b) for g, node in ident.items() for k in node})
     out = []
     for key in keys:
         group, name = key.split(".", 1)
         va, vb = a.get(group, {}).get(name, "(absent)"), b.get(group, {}).get(name, "(absent)")
+        if va == "(absent)" and vb != "(absent)" and vb == shipped(group, b.get(group, {}).get("name"), name):
+            continue
         if va != vb:
             out.append(f"{key}: checkpoint {va!r}, this run {vb!r}")
     return out
+
+
+def _hint(overrides):
+    new = "use another hydra.run.dir for the new configuration."
+    return f"\nTo continue it as it was, add: {overrides}; or {new}" if overrides else f"\nOr {new}"
+
+
+def as_it_was(a, b):
+    """The overrides that make this run's identity B match the checkpoint's A again (scalars only)."""
+    fix = [f"{g}={v}" if k == "name" else f"{g}.{k}={v}" for g, node in a.items() if isinstance(node, dict)
+           for k, v in node.items()
+           if b.get(g, {}).get(k, "(absent)") != v and (v is None or isinstance(v, (bool, int, float, str)))]
+    return " ".join(fix).replace("=None", "=null").replace("=True", "=true").replace("=False", "=false")
 
 
 def digest(data):
@@ -236,7 +263,7 @@ def load_checkpoint(path, cfg, world=1):
     diff = differences(snap["identity"], identity(cfg))
     if diff:
         raise Mismatch(f"{path} was written by another configuration; refusing to resume it. Differences:\n  "
-                       + "\n  ".join(diff))
+                       + "\n  ".join(diff) + _hint(as_it_was(snap["identity"], identity(cfg))))
     if snap["world"] != world:
         raise Mismatch(f"{path} was written by {snap['world']} process(es), this run has {world}: resume with "
                        f"trainer.devices={snap['world']}")
