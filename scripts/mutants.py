@@ -20,6 +20,7 @@ T = "tests/"
 LOOP = T + "test_loop_mechanics.py"
 OPT, REG, INIT = T + "test_optim.py", T + "test_regularization.py", T + "test_inits.py"
 CAUSES = T + "test_doctor_causes.py"
+SYMPTOMS = T + "test_doctor_symptoms.py"
 
 MUTANTS = [
     # --- issue 14: each left the fast suite green
@@ -200,6 +201,40 @@ MUTANTS = [
            (CAUSES + "::test_fixes_fit_80_columns_break_between_arguments_and_are_shown_once",)),
     Mutant("step_0_loss_never_checked", "trainlab/doctor/smells.py", "    if not (high or low):\n",
            "    if True:\n", (CAUSES + "::test_step_0_loss_against_log_classes",)),
+    # --- issue 25's last items, issue 24's sigmoid plateau (tests/test_doctor_symptoms.py)
+    Mutant("plateau_symptoms_kept", "trainlab/doctor/watch.py", 'PLATEAU_SYMPTOMS = ("vanishing", "saturated")',
+           "PLATEAU_SYMPTOMS = ()", (SYMPTOMS + "::test_signal_findings_raised_during_a_plateau_the_run_leaves_are_"
+                                     "withdrawn",)),
+    Mutant("plateau_withdraws_every_fault", "trainlab/doctor/watch.py",
+           'PLATEAU_SYMPTOMS = ("vanishing", "saturated")', 'PLATEAU_SYMPTOMS = ("vanishing", "saturated", '
+           '"dead_relu", "exploding")', (SYMPTOMS + "::test_signal_findings_raised_during_a_plateau_the_run_leaves_"
+                                         "are_withdrawn",)),
+    Mutant("plateau_withdraws_earlier_findings", "trainlab/doctor/watch.py", "and since <= d.step <= step]",
+           "and d.step <= step]", (SYMPTOMS + "::test_a_signal_finding_before_the_plateau_or_in_a_run_that_never_"
+                                   "leaves_it_stays",)),
+    Mutant("grokking_counts_first_learning", "trainlab/doctor/watch.py",
+           "return climbing(watch, since=best_step, least=GENERALIZING)", "return climbing(watch, least=GENERALIZING)",
+           (SYMPTOMS + "::test_small_data_overfitting_gets_its_regularization_fix_not_train_longer",)),
+    Mutant("grokking_threshold_of_a_creep", "trainlab/doctor/watch.py", "GENERALIZING = 0.1 ", "GENERALIZING = 0.05 ",
+           (SYMPTOMS + "::test_grokkings_climb_after_memorization_still_says_train_longer",)),
+    Mutant("regression_step_0_unchecked", "trainlab/doctor/smells.py", "        return _first_mse(cfg, loss, meta)",
+           "        return None", (SYMPTOMS + "::test_the_regression_step_0_loss_is_measured_against_the_targets_"
+                                   "scale",)),
+    Mutant("regression_reference_ignores_the_mean", "trainlab/doctor/smells.py",
+           'expected = (meta["target_var"] + meta.get("target_mean", 0.0) ** 2) / 2',
+           'expected = meta["target_var"] / 2',
+           (SYMPTOMS + "::test_the_regression_step_0_loss_is_measured_against_the_targets_scale",)),
+    Mutant("regression_meta_without_targets", "trainlab/parts/data.py",
+           "meta.update(target_mean=y_train.float().mean().item(), target_var=y_train.float().var().item())", "pass",
+           (SYMPTOMS + "::test_a_regression_datasets_meta_has_its_targets_mean_and_variance",
+            SYMPTOMS + "::test_regression_step_0_loss_in_the_loop")),
+    Mutant("sigmoid_plateau_gets_lr_first", "trainlab/doctor/watch.py", "    if act:  # a squashing net",
+           "    if False:  # a squashing net", (SYMPTOMS + "::test_a_saturating_nets_plateau_gets_a_non_saturating_"
+                                               "unit_first",)),
+    Mutant("sigmoid_signal_fix_init_first", "trainlab/doctor/fixes.py",
+           'fixes += [*act, *init_fix(cfg)] if model["activation"] == "sigmoid" else [*init_fix(cfg), *act]',
+           "fixes += [*init_fix(cfg), *act]",
+           (SYMPTOMS + "::test_signal_fixes_put_the_unit_before_the_init_for_sigmoid_only",)),
     # --- runs, config, cli, catalog
     Mutant("run_dir_overwritten", "trainlab/runs/rundir.py", 'if taken and resume == "never":', "if False:",
            (T + "test_no_data_loss.py::test_run_dir_dot_runs_beside_user_files_and_a_second_run_is_refused",)),

@@ -99,12 +99,13 @@ def init_fix(cfg):
 
 def signal_fixes(cfg):
     """Fixes for signals that vanish, explode or saturate with depth: pre-LN for a post-LN Transformer, the init
-    that matches the activation, GELU instead of a saturating unit, a norm."""
+    that matches the activation, GELU instead of a saturating unit (before the init for sigmoid), a norm."""
     model = cfg["model"]
     fixes = ["model.norm_position=pre"] if model["name"] == "transformer" and model["norm_position"] == "post" else []
-    fixes += init_fix(cfg)
-    if model["name"] != "rnn" and model["activation"] in ("tanh", "sigmoid"):  # an RNN's cell fixes its own
-        fixes.append("model.activation=gelu")
+    act = ["model.activation=gelu"] if model["name"] != "rnn" and model["activation"] in ("tanh", "sigmoid") else []
+    # an RNN's cell fixes its own. Sigmoid: its slope is at most 1/4 and its output is not centred, so no init keeps
+    # a deep sigmoid net's backward signal (Xavier's derivation assumes tanh's slope 1 at 0): the unit goes first
+    fixes += [*act, *init_fix(cfg)] if model["activation"] == "sigmoid" else [*init_fix(cfg), *act]
     return fixes + (["norm=layernorm"] if cfg["norm"]["name"] == "none" else [])
 
 

@@ -1,7 +1,7 @@
 """Config smells: combinations known to train badly, reported before the first step; and the step-0 loss.
 
     findings = config_smells(cfg, small_batch=16, high_lr=1e-3)     # a list of Diagnosis, step None
-    d = first_loss(cfg, 0, loss, meta)                                # the step-0 loss against log(classes), or None
+    d = first_loss(cfg, 0, loss, meta)            # the step-0 loss against log(classes) (or mean(y^2) / 2), or None
 """
 import math
 
@@ -10,6 +10,7 @@ from trainlab.doctor.fixes import init_fix, lr_fix, warmup_fix, warmup_steps
 
 FIRST_LOSS = 2.0  # a step-0 loss above log(classes) + max(2 nats, log(classes)), or below half of it: a mismatch
 # (He-initialized healthy MLPs start at ~1 nat above log(10) on digits; a head init off by 10x starts 30+ above)
+FIRST_MSE = 10.0  # regression: a step-0 MSE/2 above 10x mean(y^2)/2: the output's variance ~9x+ the target's
 ADAM_LIKE = ("adam", "adamw", "nadam", "radam", "lion", "sophia", "adafactor", "rmsprop")  # per-coordinate steps
 
 
@@ -70,12 +71,18 @@ def config_smells(cfg, small_batch=16, high_lr=1e-3, per_process_batch=None, num
 
 
 def first_loss(cfg, step, loss, meta):
-    """The step-0 loss (before any update) against its expected value: log(C) for C classes, what a model that
-    guesses uniformly scores (mixup and label smoothing give the same). Far above: the head starts confident (a head
-    init or an input scale too large); far below: the labels leak or the loss is not cross-entropy. None: as
-    expected, not step 0, or no class count known (regression has no reference here)."""
-    classes = meta.get("num_classes") if meta and meta.get("task", "classify") != "regress" else None
-    if step != 0 or not classes or classes < 2 or loss is None or not math.isfinite(loss):
+    """The step-0 loss (before any update) against its expected value. Classification: log(C) for C classes, what a
+    model that guesses uniformly scores (mixup and label smoothing give the same); far above: the head starts
+    confident (a head init or an input scale too large); far below: the labels leak or the loss is not cross-entropy.
+    Regression (MSE / 2): mean(y^2) / 2 from meta's target_mean and target_var, what an output of 0 scores; an
+    untrained output adds its own variance, so far above (FIRST_MSE x) means an output on a scale far beyond the
+    target's. None: as expected, not step 0, or no reference known."""
+    if step != 0 or not meta or loss is None or not math.isfinite(loss):
+        return None
+    if meta.get("task") == "regress":
+        return _first_mse(cfg, loss, meta)
+    classes = meta.get("num_classes")
+    if not classes or classes < 2:
         return None
     expected = math.log(classes)
     high, low = loss > expected + max(FIRST_LOSS, expected), loss < expected / 2
@@ -85,8 +92,33 @@ def first_loss(cfg, step, loss, meta):
            "head, or inputs on a large scale); see init.std / init.gain" if high else
            "a model that has learned nothing cannot do better than guessing: the labels leak into the inputs, or the "
            "loss is not the cross-entropy of these labels")
-    fixes = ([*init_fix(cfg), *(["init=default"] if cfg["init"]["name"] != "default" else [])] if high else [])
     return Diagnosis("initial_loss", "warning", 0, "train_loss", f"the loss at step 0 is {loss:.4g}, "
                      f"{'far above' if high else 'far below'} log({classes}) = {expected:.4g}, the loss of uniform "
                      f"guessing: {why}", {"loss": loss, "expected": expected, "classes": classes},
-                     list(dict.fromkeys(fixes)))
+                     _scale_fixes(cfg) if high else [])
+
+
+def _first_mse(cfg, loss, meta):
+    """The regression form of first_loss: MSE / 2 against mean(y^2) / 2 (an output of 0), or None."""
+    if meta.get("target_var") is None:
+        return None
+    expected = (meta["target_var"] + meta.get("target_mean", 0.0) ** 2) / 2
+    if expected <= 0:
+        return None
+    high, low = loss > FIRST_MSE * expected, loss < expected / 2
+    if not (high or low):
+        return None
+    why = (f"the output starts on a scale about {math.sqrt(2 * loss / expected - 1):.0f}x the target's (an init "
+           "scale too large, inputs on a large scale, or targets on a much smaller scale than the output's)" if high
+           else "a model that has learned nothing cannot beat predicting 0 by that much: the targets leak into the "
+           "inputs, or the loss is not the MSE of these targets")
+    return Diagnosis("initial_loss", "warning", 0, "train_loss", f"the loss at step 0 is {loss:.4g}, "
+                     f"{'far above' if high else 'far below'} {expected:.4g} = mean(target^2) / 2, the loss of "
+                     f"predicting 0 (target variance {meta['target_var']:.3g}): {why}",
+                     {"loss": loss, "expected": expected, "target_var": meta["target_var"]},
+                     _scale_fixes(cfg) if high else [])
+
+
+def _scale_fixes(cfg):
+    """An output that starts too large: the init that matches the activation, else torch's default init."""
+    return list(dict.fromkeys([*init_fix(cfg), *(["init=default"] if cfg["init"]["name"] != "default" else [])]))

@@ -16,7 +16,7 @@ from trainlab.doctor.findings import Diagnosis
 from trainlab.doctor.fixes import (LR_FIND, clip_fix, far_off, far_off_reasons, lead_fixes, lr_down, lr_up,
                                    regularize_fixes, then)
 from trainlab.doctor.smells import no_label_signal
-from trainlab.doctor.watch import generalizing
+from trainlab.doctor.watch import climbing, generalizing
 
 VERDICTS = ("learned", "did_not_learn", "unstable", "diverged", "overfitting", "unfinished")
 SEVERITY = {"learned": "info", "did_not_learn": "error", "unstable": "warning", "diverged": "error",
@@ -81,7 +81,7 @@ def _still_learning(findings, watch):
     if left is not None and falling:
         return (f"but it is still learning: its training loss left the plateau at step "
                 f"{left.evidence['recovered_step']:g} and is still falling: train longer")
-    if (gain := generalizing(watch)) is not None:
+    if (gain := climbing(watch)) is not None:
         return f"but its val_acc is still climbing ({gain:+.3f} over the last evaluations): train longer"
     return None
 

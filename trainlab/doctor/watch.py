@@ -18,7 +18,10 @@ from trainlab.doctor.fixes import (LR_FIND, clip_fix, far_off, far_off_reasons, 
 LEARNED = 0.97  # overfitting needs a best val loss below this fraction of the untrained one: something was learned
 ANNEALED = 0.25  # a plateau window whose median lr is below this fraction of the run's largest: a decayed schedule
 RECOVERED = 0.8  # a plateau is over (withdrawn, "recovered at step N") once the loss falls below 80 % of its level
-GENERALIZING = 0.05  # val_acc up this much over the last overfit_evals evaluations, at its best: still generalizing
+CLIMBING = 0.05  # val_acc up this much over the last overfit_evals evaluations, at its best: still learning
+GENERALIZING = 0.1  # the same climb after memorization (past the best val loss) that grokking shows: 10 points, 3-4
+# samples of a 30-40 sample validation split, where small-data overfitting creeps 1-2 samples (0.025-0.075)
+PLATEAU_SYMPTOMS = ("vanishing", "saturated")  # signal findings a flat loss explains: withdrawn with the plateau
 WATCH_KEYS = ("window", "spike_z", "spike_min", "spike_repeat", "plateau_frac", "plateau_rel", "plateau_high",
               "plateau_update", "overfit_evals", "overfit_rise", "overfit_gap")
 
@@ -181,7 +184,7 @@ def _plateau(watch, step, findings=()):
     grad, ratio = (_median(r[i] for r in recent) for i in (2, 3))  # only for a plateau found: not at every row
     watch.plateau, watch.plateau_loss = True, new
     evidence = {"loss": new, "first_loss": first, "relative_change": -rel, "grad_norm": grad, "update_ratio": ratio,
-                "lr": lr}
+                "lr": lr, "since": recent[0][0]}
     why, own = _plateau_cause(watch, cfg, grad, ratio)
     if any(d.kind == "smell" and d.where == "data" for d in findings):  # labels without signal: no training fix
         why, own = "the training labels carry no learnable signal (the data smell at start): no setting fixes it", []
@@ -193,8 +196,9 @@ def _plateau(watch, step, findings=()):
 
 
 def _recovered(watch, step, loss, findings):
-    """Withdraw the open plateau finding (it becomes info, "recovered at step N", and no verdict counts it); an info
-    finding says so."""
+    """Withdraw the open plateau finding (it becomes info, "recovered at step N", and no verdict counts it) and the
+    signal findings raised during it that a plateau explains (PLATEAU_SYMPTOMS: a vanishing gradient, saturated
+    units on a flat loss; dead ReLUs and exploding signals are faults of their own); an info finding says so."""
     open_ = next((d for d in reversed(findings) if d.kind == "plateau" and d.severity == "warning"), None)
     level, watch.plateau, watch.plateau_loss = watch.plateau_loss, False, 0.0
     if open_ is None:
@@ -202,9 +206,18 @@ def _recovered(watch, step, loss, findings):
     open_.severity = "info"
     open_.message += f" -- recovered at step {step}: the loss fell to {loss:.4g}"
     open_.evidence["recovered_step"] = step
+    since = open_.evidence.get("since", open_.step)  # the start of the flat window it was found on
+    symptoms = [d for d in findings if d.kind in PLATEAU_SYMPTOMS and d.severity == "warning" and d.step is not None
+                and since <= d.step <= step]
+    for d in symptoms:
+        d.severity = "info"  # the run learned through it: a symptom of the plateau, not a fault
+        d.message += f" -- withdrawn: raised during the plateau the run left at step {step}"
+        d.evidence["recovered_step"] = step
+    also = "; so are the signal findings raised during it (" + ", ".join(
+        f"{d.kind} at step {d.step}" for d in symptoms) + ")" if symptoms else ""
     return [Diagnosis("plateau", "info", step, "train_loss", f"the plateau found at step {open_.step} is over: the "
                       f"training loss fell to {loss:.4g} ({loss / level:.0%} of its plateau level {level:.4g}); a "
-                      "plateau then a take-off is normal on some tasks (modular addition), so it is withdrawn",
+                      f"plateau then a take-off is normal on some tasks (modular addition), so it is withdrawn{also}",
                       {"loss": loss, "plateau_loss": level, "plateau_step": open_.step}, [])]
 
 
@@ -227,18 +240,35 @@ def _plateau_cause(watch, cfg, grad, ratio):
         return (f"each update changes the weights by {ratio:.1e} of their norm: the steps are far too small "
                 f"({LR_FIND})",
                 [lr_up(cfg, ratio), *warmup_fix(cfg, 0.25), *act, *width_fix(cfg, 2)])
+    if act:  # a squashing net on a flat loss: the unit is the likeliest cause (issue 24: lr x3 left a 6-layer
+        # sigmoid MLP at chance, GELU trained it)
+        grads = f"grad norm {grad:.2g}; " if grad is not None else ""
+        return (f"{grads}{cfg['model']['activation']} units pass back at most a fraction of the gradient (sigmoid's "
+                "slope is 1/4 at best) and saturate, so the signal fades with depth; a non-saturating unit trains",
+                [*act, lr_up(cfg, ratio), *width_fix(cfg, 2), *warmup_fix(cfg, 0.25)])
     return ((f"grad norm {grad:.2g}" if grad is not None else "no grad norm logged") +
             ": see the health/ scalars for vanishing or saturated layers",
-            [lr_up(cfg, ratio), *act, *width_fix(cfg, 2), *warmup_fix(cfg, 0.25)])
+            [lr_up(cfg, ratio), *width_fix(cfg, 2), *warmup_fix(cfg, 0.25)])
+
+
+def climbing(watch, since=None, least=CLIMBING):
+    """How much val_acc rose over the last overfit_evals evaluations (those after step `since` only) when it is at its
+    best, if by at least `least`, else None."""
+    k, accs = watch.opt["overfit_evals"], [a for s, a in watch.accs if since is None or s > since]
+    if len(accs) <= k or accs[-1] < max(accs) or accs[-1] - accs[-k - 1] < least:
+        return None
+    return accs[-1] - accs[-k - 1]
 
 
 def generalizing(watch):
-    """How much val_acc rose over the last overfit_evals evaluations when it is still at its best (generalizing:
-    memorized first, generalizing later, as grokking does), else None."""
-    k, accs = watch.opt["overfit_evals"], [a for _, a in watch.accs]
-    if len(accs) <= k or accs[-1] < max(accs) or accs[-1] - accs[-k - 1] < GENERALIZING:
+    """How much val_acc rose over the last overfit_evals evaluations after memorization (all of them past the
+    evaluation with the best val loss, where overfitting began), at its best, by >= GENERALIZING: grokking, which
+    memorizes first and generalizes later, else None. Small-data overfitting (train loss ~0, val loss rising, val_acc
+    flat since its best val loss) is not: a rise from the untrained model to the first evaluations is learning."""
+    if not watch.evals:
         return None
-    return accs[-1] - accs[-k - 1]
+    best_step = min(watch.evals, key=lambda e: e[1])[0]
+    return climbing(watch, since=best_step, least=GENERALIZING)
 
 
 def _still_generalizing(watch, step, val_loss, best, best_step, gain):

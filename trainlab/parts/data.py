@@ -118,6 +118,8 @@ def build_data(node, device):
     meta.setdefault("task", "classify")
     if meta["task"] == "regress":  # a linear model's curvature on the features it trains on (after standardizing)
         meta.update(linear_hessian(x_train))
+        meta.update(target_mean=y_train.float().mean().item(), target_var=y_train.float().var().item())  # the doctor's
+        # reference for the step-0 loss: an untrained model's MSE is about the target's variance (+ the output's)
     meta["name"] = node["name"]
     return (x_train.to(device), y_train.to(device)), (x_val.to(device), y_val.to(device)), meta
 
