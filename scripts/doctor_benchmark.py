@@ -40,6 +40,8 @@ DEEP = ["model.depth=20", "model.width=64", "optimizer=sgd", "schedule=constant"
 SMALL = ["data=blobs", "data.num_samples=200", "data.difficulty=0.7", "model.width=512", "optimizer.weight_decay=0.0",
          "schedule=constant", "trainer.max_steps=600", "trainer.eval_every=25"]
 POST = ["model.norm_position=post", "schedule=constant", "clip=norm", "optimizer.lr=3e-3", "model.n_layers=4"]
+SIGMOID = ["model.depth=6", "model.width=64", "model.activation=sigmoid", "init=xavier", "init.gain=auto",
+           "optimizer=sgd", "optimizer.lr=0.1", "schedule=constant"]  # issue 24's plateau (the first_aid lesson's)
 
 EXPECT = {  # what the doctor must report for each provoked pathology
     "lr_too_high": ("diverged", "nonfinite", "did_not_learn", "unstable", "spike", "dead_relu"),
@@ -56,6 +58,8 @@ EXPECT = {  # what the doctor must report for each provoked pathology
     "fp16_overflow": ("diverged", "nonfinite"),
     "adam_eps": ("plateau", "did_not_learn"),
     "labels_without_signal": ("smell", "did_not_learn"),
+    "sigmoid_plateau": ("plateau", "did_not_learn", "vanishing", "saturated"),
+    "too_few_steps": ("did_not_learn",),
 }
 
 
@@ -148,6 +152,14 @@ CASES = [
     P("adam_eps", [*RNN, *DIGITS, "optimizer=adam", "optimizer.eps=1"]),
     Case("labels_without_signal", [*BLOBS, "data.label_noise=0.75"], repairable=False),  # 4 classes: 25 % each
     Case("labels_without_signal", [*TINY_T, *BLOBS, "data.label_noise=0.8"], repairable=False),  # 20 % vs 27 %
+    # --- issue 24: a deep sigmoid MLP stays at chance; lr x3 does not rescue it, GELU does (with and without the
+    # health pass: the first_aid lesson runs with doctor.health_every=0, so only the plateau speaks)
+    P("sigmoid_plateau", [*DIGITS, *SIGMOID]),
+    P("sigmoid_plateau", [*BLOBS, *SIGMOID]),
+    P("sigmoid_plateau", [*DIGITS, *SIGMOID, "doctor.health_every=0"]),
+    # --- issue 25: modular addition stopped at 1500 steps takes off only at ~1250 and ends near chance: "still
+    # learning, train longer" (its repair, 3000 steps, is the healthy case below)
+    P("too_few_steps", ["experiment=modular_addition", "trainer.max_steps=1500"]),
 ]
 H = lambda *o, fast=False: Case("healthy", list(o), fast)  # noqa: E731
 CASES += [
@@ -268,7 +280,8 @@ def job(index, overrides):
 def cost(overrides):
     """A rough cost of a case for ordering: its steps, x3 under fp16 (emulated on a CPU), x2 for a Transformer."""
     steps = next((int(o.split("=")[1]) for o in reversed(overrides) if o.startswith("trainer.max_steps=")), 600)
-    return steps * (3 if "precision=fp16" in overrides else 1) * (2 if any("transformer" in o for o in overrides) else 1)
+    return steps * (3 if "precision=fp16" in overrides else 1) * (
+        2 if any("transformer" in o or "modular_addition" in o for o in overrides) else 1)  # its preset's model
 
 
 def run_all(cases, workers):

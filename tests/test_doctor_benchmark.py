@@ -29,6 +29,8 @@ PINNED = [  # (case, the kind the doctor reports, the first fix)
      "diverged", "optimizer.lr=0.045"),
     (case("fp16_overflow", *bench.DIGITS, "precision=fp16"), "diverged", "init=he"),  # a step-0 forward: no lr
     (case("adam_eps", *bench.DIGITS, "optimizer=adam", "optimizer.eps=1"), "did_not_learn", "optimizer.eps=1e-08"),
+    (case("sigmoid_plateau", *bench.DIGITS, *bench.SIGMOID, "doctor.health_every=0"), "plateau",
+     "model.activation=gelu"),  # issue 24: lr x3 left it at chance
 ]
 
 
@@ -70,7 +72,9 @@ def test_issue_25s_cases_are_among_the_benchmarks():
                          ("adam_eps", "optimizer=adam optimizer.eps=1"),
                          ("labels_without_signal", "data=blobs trainer.max_steps=300 data.label_noise=0.75"),
                          ("healthy", "regularization=mixup regularization.ema_decay=0.99"),
-                         ("healthy", "experiment=modular_addition trainer.max_steps=3000")]:
+                         ("healthy", "experiment=modular_addition trainer.max_steps=3000"),
+                         ("too_few_steps", "experiment=modular_addition trainer.max_steps=1500"),
+                         ("sigmoid_plateau", "model.activation=sigmoid")]:  # and issue 24's
         assert any(c.label == label and words in o for c, o in zip(bench.CASES, overrides)), words
     assert not any(c.repairable for c in bench.CASES + bench.HELDOUT if "data.label_noise=0.9" in c.overrides)
 
