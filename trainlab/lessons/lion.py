@@ -1,6 +1,6 @@
 """Lion vs AdamW in ordinary supervised training (Chen et al. 2023): Lion's sign update has a larger norm than Adam's,
 so the paper runs it at a 3-10x smaller lr and a 3-10x larger decoupled weight decay and finds the same accuracy.
-An MLP on digits, 600 steps, warmup + cosine, each optimizer over its own lr grid (half-decade steps) and 3 seeds,
+An MLP on digits, 600 steps, warmup + cosine, each optimizer over its own lr grid (half-decade steps) and 16 seeds,
 AdamW with weight decay 0.1 and Lion with 1.0 (10x: the same lr x decay product at a 10x smaller lr)."""
 import math
 
@@ -23,21 +23,23 @@ TITLE = "Lion vs AdamW: the same accuracy at a 3-10x smaller learning rate"
 OBJECTIVE = "Lion (and optimizer choice at a tuned lr)"  # the curriculum's learning objective this lesson shows
 CLAIM = ("Lion, each optimizer at its own best learning rate, reaches the accuracy of AdamW, and its best lr is 3-10x "
          "smaller than AdamW's (Chen et al. 2023).")
-GRIDS = {"adamw": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2), "lion": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)}  # two full runs'
-# best lrs sat at the top edge (1e-4..1e-2 / 1e-5..1e-3, then Lion's 3e-3 of 3e-5..3e-3): the grids moved up
+GRIDS = {"adamw": (1e-3, 3e-3, 1e-2, 3e-2), "lion": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)}  # three full runs'
+# best lrs sat at the top edge (1e-4..1e-2 / 1e-5..1e-3, then Lion's 3e-3 of 3e-5..3e-3, then its 3e-2): the grids moved
+# up, Lion's once more to 1e-1; AdamW 3e-4 and Lion 1e-4 (far below each best: 0.972, 0.955 vs 0.988, 0.978) pay for seeds
 DECAY = {"adamw": 0.1, "lion": 1.0}
 LABELS = {"adamw": "AdamW", "lion": "Lion"}
 STEPS = 600
-SEEDS = (0, 1, 2)
+SEEDS = tuple(range(16))  # 3 seeds gave Lion - AdamW -0.010 +- 0.004, then +- 0.011: 0.005 from the tolerance
 RATIO = 3.0  # AdamW's best lr / Lion's: the paper's 3-10x
 TOLERANCE = -0.005  # Lion's val_acc minus AdamW's: its whole 95 % interval above this ("reaches")
 SETUP = [("optimizer", "AdamW (wd 0.1) vs Lion (wd 1.0, betas 0.9/0.99)", ("the paper's 10x decay for a ~10x "
           "smaller lr")),
-         ("lr grids", "AdamW 3e-4-3e-2, Lion 1e-4-3e-2 (half-decade steps)", "each at its own best; an edge is marked"),
+         ("lr grids", "AdamW 1e-3-3e-2, Lion 3e-4-1e-1 (half-decade steps)", "each at its own best; an edge is marked"),
          ("schedule", "warmup + cosine (trainlab's default)", "the same for both"),
          ("clip", "norm 1.0 (trainlab's default)", "the same for both"),
          ("model, data", "MLP on digits, 600 steps", "ordinary supervised training"),
-         ("seeds", ", ".join(map(str, SEEDS)), "paired by seed")]
+         ("seeds", f"{len(SEEDS)} (0-{len(SEEDS) - 1})", ("paired by seed; enough to bound a 0.01 gap within 0.005 "
+          "(3 seeds gave +- 0.004 and +- 0.011)"))]
 
 
 def plan(quick):
