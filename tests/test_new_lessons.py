@@ -101,21 +101,6 @@ def test_adaptive_generalization_verdict_moves_with_its_numbers():
     assert _claim("adaptive_generalization", unfit, "adam_fits").verdict == "not reproduced"
 
 
-def test_first_aid_verdict_moves_with_its_numbers():
-    n = recorded("first_aid")["numbers"]
-    relu = _claim("first_aid", n, "plateau_relu")
-    assert relu.verdict == "reproduced"
-    stuck = copy.deepcopy(n)  # ReLU stays on the plateau: no rescue
-    stuck["acc"]["plateau@ReLU"] = [v + 0.01 for v in n["acc"]["plateau@broken"]]
-    assert _claim("first_aid", stuck, "plateau_relu").verdict == "not reproduced"
-    other = copy.deepcopy(n)  # the doctor's first fix for the plateau becomes ReLU: it is scored as ReLU's runs
-    other["doctor"]["plateau"] = ["model.activation=relu"]
-    assert _claim("first_aid", other, "doctor_plateau").effect == pytest.approx(relu.effect)
-    unknown = copy.deepcopy(n)  # a fix the lesson did not run cannot be scored: never "reproduced"
-    unknown["doctor"]["nan"] = ["optimizer.lr=0.01"]
-    assert _claim("first_aid", unknown, "doctor_nan").verdict == "not reproduced"
-
-
 def test_dropout_verdict_moves_with_its_numbers():
     n = recorded("dropout")["numbers"]
     assert _claim("dropout", n, "inverted_matches").verdict == "reproduced"

@@ -67,7 +67,7 @@ RULES = {
     "num_classes": (lambda v: v >= 2, "an integer >= 2"), "p": (lambda v: v >= 2, "an integer >= 2"),
     "threads": (lambda v: v >= 0, "an integer >= 0 (0 = automatic)"),
     "devices": _count, "ref_batch": _count, "embed_std": _positive,
-    "label_noise": _unit, "condition": (lambda v: v >= 1, "a number >= 1"),
+    "label_noise": _unit, "condition": (lambda v: v >= 1, "a number >= 1"), "input_scale": _positive,
     "noise": (lambda v: v >= 0, "a number >= 0"),
     "positive": (lambda v: 0.5 < v < 1, "a number in (0.5, 1) (the majority class's share)"),
     "dim": _count, "val_samples": _count, "length": (lambda v: v >= 2, "an integer >= 2"),

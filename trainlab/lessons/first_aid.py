@@ -1,41 +1,92 @@
-"""First aid: the curriculum's NaN kit and plateau kit as experiments on digits (an MLP, plain SGD, 300 steps, 3
-seeds). A NaN: SGD at lr 3 (30x its shipped 0.1) without clipping diverges within a few dozen steps; the first fixes
-are lr/10 and clipping the gradient norm at 1.0. A plateau: a 6-layer sigmoid MLP with Xavier init (torch's gain
-for sigmoid is 1, and sigmoid's slope is at most 1/4, so the backward signal shrinks >= 4x per layer) stays at
-chance; the kit is lr x3, ReLU or GELU instead of sigmoid, a wider net. Each fix is one override on the broken run;
-the doctor's own fixes for the broken runs (summary.json) are scored against the same runs."""
+"""First aid: the curriculum's NaN kit and plateau kit as experiments on digits (MLPs, plain SGD unless stated, 3
+seeds). Five broken runs, each broken by one setting, and the first fixes tried on each (one override each):
+- nan: SGD at lr 3 (30x its shipped 0.1) without clipping diverges within a few dozen steps; lr/10, clip 1.0.
+- inputs: raw features x 10000 (data.standardize=false data.input_scale=10000) at the shipped lr 0.1: the
+  first layer's curvature grows with the square of the input scale, so the loss overflows; normalizing the inputs,
+  lr/10, clip 1.0.
+- fp16: trainlab's defaults (AdamW, warmup, clip 1.0) learn from raw features x 100000 in fp32, but under
+  precision=fp16 the first layer's outputs pass fp16's largest number (65504) at step 0 and the loss is inf; bf16
+  (fp32's exponent range), the GradScaler (on in every fp16 run: its loss scale lowered from 65536 to 1), normalizing.
+- plateau: a 6-layer sigmoid MLP with Xavier init (sigmoid's slope is at most 1/4, so the backward signal shrinks
+  >= 4x per layer) stays at chance; lr x3, ReLU or GELU instead of sigmoid, a wider net.
+- warmup: a 2-layer ReLU MLP from a tiny init (N(0, 0.001^2)) starts on a plateau (the saddle at zero weights) and
+  at a held lr 0.7 leaves it after ~300-400 of its 500 steps; a warmup of 90 % of the run (schedule=wsd, the peak
+  held until a 10 % cooldown) gives it about half that lr-time and it stays on the plateau; a warmup of a tenth of
+  the run, lr x3.
+The doctor's own first fix for each broken run (summary.json, seed 0) is scored on the same seeds: from the kit's
+runs when it is one of them, else from runs of its own made after the kit's (<case>_doctor_s<seed>).
+Stability check (issue 23): see docs/notes/lessons.md."""
 import re
+from dataclasses import dataclass
+from pathlib import Path
 
 from trainlab.lessons import Point
 from trainlab.lessons.common import QUIET, Panel, figure, interval, more, rule_title, table
 
 TITLE = "First aid: which first fix rescues a NaN and a plateau"
-CLAIM = ("A loss that goes NaN is first treated with lr/10 or gradient clipping at norm 1.0; a deep sigmoid net "
-         "stuck on a plateau is treated with lr x3, ReLU/GELU instead of sigmoid, or a wider net; each should lift "
-         "the run from chance to learning (the curriculum's NaN and plateau kits).")
+CLAIM = ("A loss that goes NaN is first treated with lr/10 or gradient clipping at norm 1.0, inputs at a huge scale "
+         "by normalizing them, an fp16 overflow by bf16 or a GradScaler; a run stuck on a plateau with lr x3, "
+         "ReLU/GELU instead of sigmoid, a wider net, or a shorter warmup; each should lift the run from chance to "
+         "learning (the curriculum's NaN and plateau kits).")
 OBJECTIVE = "NaN and plateau diagnosis"
 STEPS, SEEDS, CHANCE = 300, (0, 1, 2), 0.1  # digits: 10 classes; a diverged run predicts no better than chance
 RESCUE = 0.5  # val_acc gain over the broken run: at least half the way from chance (0.1) to a healthy MLP (~0.97)
-CASES = {  # case -> (the broken run's overrides, {fix: its overrides on top})
-    "nan": (["optimizer=sgd", "optimizer.lr=3", "clip=none", "schedule=constant"],
-            {"broken": [], "lr/10": ["optimizer.lr=0.3"], "clip 1.0": ["clip=norm"],
-             "shipped lr 0.1": ["optimizer.lr=0.1"], "warmup": ["schedule=warmup_cosine"]}),
-    "plateau": (["model.depth=6", "model.width=64", "model.activation=sigmoid", "init=xavier", "init.gain=auto",
-                 "optimizer=sgd", "optimizer.lr=0.1", "schedule=constant"],  # auto: each activation's own gain
-                {"broken": [], "lr x3": ["optimizer.lr=0.3"], "ReLU": ["model.activation=relu"],
-                 "GELU": ["model.activation=gelu"], "wider x2": ["model.width=128"]}),
+RAW = ["data.standardize=false"]  # the model sees the features as they come (trainlab standardizes by default)
+
+
+@dataclass
+class Case:
+    """One broken run (its overrides on trainlab's defaults) and the first fixes tried on it (overrides on top)."""
+    title: str
+    broken: list
+    fixes: dict  # fix -> its overrides; "broken" is the run itself
+    kit: tuple  # the curriculum's fixes among them: each is a sub-claim
+    steps: int = STEPS
+
+
+CASES = {
+    "nan": Case("nan: SGD lr 3, no clip", ["optimizer=sgd", "optimizer.lr=3", "clip=none", "schedule=constant"],
+                {"broken": [], "lr/10": ["optimizer.lr=0.3"], "clip 1.0": ["clip=norm"],
+                 "shipped lr 0.1": ["optimizer.lr=0.1"], "warmup": ["schedule=warmup_cosine"]},
+                ("lr/10", "clip 1.0")),
+    "inputs": Case("inputs: raw x 1e4, SGD",
+                   [*RAW, "data.input_scale=10000", "optimizer=sgd", "optimizer.lr=0.1", "clip=none",
+                    "schedule=constant"],
+                   {"broken": [], "normalize": ["data.standardize=true"], "lr/10": ["optimizer.lr=0.01"],
+                    "clip 1.0": ["clip=norm"]}, ("normalize", "lr/10", "clip 1.0")),
+    "fp16": Case("fp16: raw x 1e5, AdamW", [*RAW, "data.input_scale=100000", "precision=fp16"],
+                 {"broken": [], "bf16": ["precision=bf16"], "loss scale 1": ["precision.init_scale=1"],
+                  "normalize": ["data.standardize=true"], "fp32": ["precision=fp32"]},
+                 ("bf16", "loss scale 1", "normalize")),
+    "plateau": Case("plateau: 6 sigmoid layers",
+                    ["model.depth=6", "model.width=64", "model.activation=sigmoid", "init=xavier", "init.gain=auto",
+                     "optimizer=sgd", "optimizer.lr=0.1", "schedule=constant"],  # auto: each activation's own gain
+                    {"broken": [], "lr x3": ["optimizer.lr=0.3"], "ReLU": ["model.activation=relu"],
+                     "GELU": ["model.activation=gelu"], "wider x2": ["model.width=128"]},
+                    ("lr x3", "ReLU", "GELU", "wider x2")),
+    "warmup": Case("warmup: 90 % of the run",
+                   ["init=normal", "init.std=0.001", "optimizer=sgd", "optimizer.lr=0.7", "clip=none",
+                    "schedule=wsd", "schedule.decay_frac=0.1", "schedule.warmup_steps=450"],
+                   {"broken": [], "shorter warmup": ["schedule.warmup_steps=50"], "lr x3": ["optimizer.lr=2.1"]},
+                   ("shorter warmup", "lr x3"), steps=500),
 }
-KIT = {"nan": ("lr/10", "clip 1.0"), "plateau": ("lr x3", "ReLU", "GELU", "wider x2")}  # the curriculum's fixes
-SETUP = [("data, model", "digits; MLP depth 2 width 256 (nan), depth 6 width 64 sigmoid + Xavier (plateau)",
-          "the standard net broken by one setting; a deep squashing net"),
-         ("init (plateau)", "xavier, init.gain=auto: 1 for sigmoid, sqrt 2 for ReLU and GELU", ("each activation with "
-          "its own gain, so the swap tests the activation, not a mismatched init")),
-         ("optimizer", "sgd (no momentum), lr 3 (nan) or 0.1 (plateau)", "30x the shipped lr; the shipped lr"),
-         ("clip, schedule", "none, constant", "nothing that would hide the breakage"),
-         ("steps, seeds", f"{STEPS}, {', '.join(map(str, SEEDS))}", "a first fix should show within a short run"),
+SETUP = [("data, model", ("digits; MLP depth 2 width 256 (nan, inputs, fp16, warmup), depth 6 width 64 sigmoid "
+          "+ Xavier (plateau)"), "the standard net broken by one setting; a deep squashing net"),
+         ("inputs (inputs, fp16)", "data.standardize=false, data.input_scale=10000 (inputs) or 100000 (fp16)",
+          "raw features in large units (pixels 0..1e4); trainlab standardizes unless told not to"),
+         ("init", ("default (torch's); plateau: xavier, init.gain=auto (1 for sigmoid, sqrt 2 for ReLU and GELU); "
+          "warmup: normal, std 0.001"), "each activation with its own gain; a tiny init starts on a plateau"),
+         ("optimizer", "sgd (no momentum): lr 3 (nan), 0.1 (inputs, plateau), 0.7 (warmup); fp16: adamw lr 1e-3",
+          "30x the shipped lr; the shipped lr; fp16: the defaults, which learn in fp32"),
+         ("clip, schedule", ("none, constant; fp16: clip 1.0 and warmup_cosine (the defaults); warmup: wsd, "
+          "warmup 450 of 500 steps, 10 % cooldown"), "nothing that would hide the breakage; wsd holds the peak lr"),
+         ("precision", "fp32; fp16: autocast to float16 on the CPU with a GradScaler (init_scale 65536)",
+          "torch runs fp16 autocast on CPUs too: the overflow is the same number as on a GPU"),
+         ("steps, seeds", f"{STEPS} (warmup: {CASES['warmup'].steps}), {', '.join(map(str, SEEDS))}",
+          "a first fix should show within a short run"),
          ("score", f"final val_acc; a diverged run scores chance ({CHANCE})", "what its last weights predict"),
-         ("not here", "huge input scales; fp16 overflow and GradScaler; a too-long warmup", ("trainlab standardizes "
-          "every input (no switch turns it off); fp16 on the CPU was not tried; the plateau here has no warmup"))]
+         ("not here", "fp16 gradient underflow (what a GradScaler is for); a warmup longer than the run",
+          "trainlab's fp16 always has a GradScaler; trainlab refuses schedule.warmup_steps >= trainer.max_steps")]
 
 
 def slug(fix):
@@ -43,17 +94,25 @@ def slug(fix):
     return re.sub(r"[^a-z0-9]+", "_", fix.lower()).strip("_")
 
 
+def scaled(overrides, steps, full):
+    """A quick run's overrides: warmup lengths scaled from the full run's steps to `steps` (a warmup must end)."""
+    warm = "schedule.warmup_steps="
+    return [f"{warm}{int(o[len(warm):]) * steps // full}" if o.startswith(warm) else o for o in overrides]
+
+
 def plan(quick):
-    seeds, steps = ((0,), 20) if quick else (SEEDS, STEPS)
+    """Each case's broken run and its fixes over the seeds; quick: each broken run and the first kit fix of two."""
+    seeds = (0,) if quick else SEEDS
     points = []
-    for case, (base, fixes) in CASES.items():
-        for fix, extra in fixes.items():
-            if quick and fix not in ("broken", KIT[case][0]):
+    for name, case in CASES.items():
+        steps = 20 if quick else case.steps
+        for fix, extra in case.fixes.items():
+            if quick and fix != "broken" and not (name in ("nan", "inputs") and fix == case.kit[0]):
                 continue
             for seed in seeds:
-                points.append(Point(f"{case}_{slug(fix)}_s{seed}", [
-                    "data=digits", *base, *extra, f"trainer.max_steps={steps}", f"trainer.eval_every={steps // 10}",
-                    "trainer.log_every=10", f"trainer.seed={seed}", *QUIET]))
+                points.append(Point(f"{name}_{slug(fix)}_s{seed}", [
+                    "data=digits", *scaled(case.broken + extra, steps, case.steps), f"trainer.max_steps={steps}",
+                    f"trainer.eval_every={steps // 10}", "trainer.log_every=10", f"trainer.seed={seed}", *QUIET]))
     return points
 
 
@@ -61,62 +120,103 @@ def score(summary):
     return CHANCE if summary["status"] == "diverged" else (summary.get("final") or {}).get("val_acc")
 
 
+def doctor_fix(case, override):
+    """The kit's fix that is exactly the doctor's override (None when the lesson did not run that fix)."""
+    return next((fix for fix, extra in CASES[case].fixes.items() if extra == [override]), None)
+
+
+def doctor_runs(case, override, broken, folder):
+    """{name: summary} of the doctor's first fix on each broken run (same seeds): its overrides last, so they win.
+    Made once, after the kit's runs; read back when they exist (trainlab lesson's reanalysis)."""
+    from trainlab.lessons import run_points
+
+    found, todo = {}, []
+    for name in broken:
+        run = Path(folder) / f"{case}_doctor_s{name.rsplit('_s', 1)[1]}"
+        if (run / "summary.json").exists():
+            found[run.name] = _read(run / "summary.json")
+        else:
+            given = (Path(folder) / name / ".hydra" / "overrides.yaml").read_text().splitlines()
+            todo.append(Point(run.name, [line[2:] for line in given if line.startswith("- ")] + [override]))
+    if todo:
+        threads = _read(Path(folder) / broken[0] / "summary.json").get("threads") or 1
+        found |= run_points(todo, folder, jobs=min(2, len(todo)), progress=False, threads=threads)
+    return found
+
+
+def _read(path):
+    import json
+
+    return json.loads(Path(path).read_text())
+
+
 def numbers(results, folder):
     """{"acc": {"case@fix": [val_acc per seed]}, "status": {"case@fix": [...]}, "doctor": {case: the doctor's fixes
-    for the broken run of the first seed}}."""
+    for the broken run of the first seed}}; "case@doctor": its first fix's runs when the kit did not run it."""
     n = {"acc": {}, "status": {}, "doctor": {}}
-    for case, (_, fixes) in CASES.items():
-        for fix in fixes:
-            names = sorted((k for k in results if k.rsplit("_s", 1)[0] == f"{case}_{slug(fix)}"),
-                           key=lambda k: int(k.rsplit("_s", 1)[1]))
+    for case, spec in CASES.items():
+        for fix in spec.fixes:
+            names = _seeded(results, f"{case}_{slug(fix)}")
             if names:
                 n["acc"][f"{case}@{fix}"] = [score(results[k]) for k in names]
                 n["status"][f"{case}@{fix}"] = [results[k]["status"] for k in names]
-        broken = sorted(k for k in results if k.startswith(f"{case}_broken_s"))
+        broken = _seeded(results, f"{case}_broken")
         n["doctor"][case] = ((results[broken[0]].get("verdict") or {}).get("fixes") or []) if broken else []
+        first = (n["doctor"][case] or [None])[0]
+        if first and doctor_fix(case, first) is None:
+            runs = doctor_runs(case, first, broken, folder)
+            names = _seeded(runs, f"{case}_doctor")
+            n["acc"][f"{case}@doctor"] = [score(runs[k]) for k in names]
+            n["status"][f"{case}@doctor"] = [runs[k]["status"] for k in names]
     return n
 
 
-def doctor_fix(case, override):
-    """The kit's fix that is exactly the doctor's override (None when the lesson did not run that fix)."""
-    return next((fix for fix, extra in CASES[case][1].items() if extra == [override]), None)
+def _seeded(results, head):
+    """The run names HEAD_s<seed> among results, in seed order."""
+    return sorted((k for k in results if k.rsplit("_s", 1)[0] == head), key=lambda k: int(k.rsplit("_s", 1)[1]))
 
 
 def judge(n):
     acc, claims = n["acc"], []
-    for case, fixes in KIT.items():
-        broken = acc[f"{case}@broken"]
+    for case, spec in CASES.items():
+        if f"{case}@broken" not in acc:
+            continue
         claims += [more(f"{case}_{slug(fix)}", f"{case}: {fix} lifts val_acc by >= {RESCUE}", acc[f"{case}@{fix}"],
-                        broken, RESCUE) for fix in fixes if f"{case}@{fix}" in acc]
-    for case in KIT:
+                        acc[f"{case}@broken"], RESCUE) for fix in spec.kit if f"{case}@{fix}" in acc]
+    for case in CASES:
+        if f"{case}@broken" not in acc:
+            continue
         first = (n["doctor"].get(case) or [None])[0]
-        fix = doctor_fix(case, first) if first else None
+        fix = (doctor_fix(case, first) or "doctor") if first else None
         text = f"{case}: the doctor's first fix ({first or 'none'}) lifts val_acc by >= {RESCUE}"
-        claims.append(more(f"doctor_{case}", text, acc[f"{case}@{fix}"] if fix and f"{case}@{fix}" in acc else [],
-                           acc[f"{case}@broken"], RESCUE))
+        claims.append(more(f"doctor_{case}", text, acc.get(f"{case}@{fix}", []), acc[f"{case}@broken"], RESCUE))
     return claims
 
 
 def draw(n, claims, folder):
     panels = []
-    for case, title in (("nan", "NaN: SGD lr 3, no clip"), ("plateau", "plateau: 6-layer sigmoid, Xavier")):
-        fixes = [f for f in CASES[case][1] if f"{case}@{f}" in n["acc"]]
-        doctor = {doctor_fix(case, o) for o in n["doctor"].get(case, [])}
+    for case, spec in CASES.items():
+        fixes = [f for f in [*spec.fixes, "doctor"] if f"{case}@{f}" in n["acc"]]
+        if not fixes:
+            continue
+        first = n["doctor"].get(case, [])[:1]
+        doctor = {doctor_fix(case, o) for o in first}
         stats = [interval(n["acc"][f"{case}@{f}"]) for f in fixes]
-        labels = [f.replace(" ", "\n", 1) + (" *" if f in doctor else "") for f in fixes]  # no overlap
-        panels.append(Panel(f"{title} (*: doctor's)", "first fix", "final val_acc (mean, 95 %)",
+        labels = [f.replace(" ", "\n") + (" *" if f in doctor else "") for f in fixes]  # one word a line: no overlap
+        labels = [f"doctor:\n{first[0].rsplit('.', 1)[-1]}" if f == "doctor" else label  # the fix it ran
+                  for f, label in zip(fixes, labels)]
+        panels.append(Panel(spec.title, "first fix (*: the doctor's first)", "final val_acc (mean, 95 %)",
                             [("", labels, [m for m, _ in stats], {"yerr": [h for _, h in stats], "linestyle": ""})],
                             hlines=[(f"chance {CHANCE}", CHANCE, {}),
                                     (f"rescued: broken + {RESCUE}", stats[0][0] + RESCUE, {"linestyle": "--"})]))
-    fig = figure(folder / "first_aid.png", panels, rule_title(TITLE, claims), sharey=True)
-    return fig
+    return figure(folder / "first_aid.png", panels, rule_title(TITLE, claims), size=(6.0, 4.6), sharey=True)
 
 
 def details(n):
     rows = []
-    for case, (_, fixes) in CASES.items():
+    for case, spec in CASES.items():
         doctor = n["doctor"].get(case, [])
-        for fix, extra in fixes.items():
+        for fix, extra in [*spec.fixes.items(), ("doctor", doctor[:1])]:
             if f"{case}@{fix}" not in n["acc"]:
                 continue
             m, h = interval(n["acc"][f"{case}@{fix}"])
@@ -125,7 +225,8 @@ def details(n):
                          ", ".join(n["status"][f"{case}@{fix}"]),
                          f"#{doctor.index(said[0]) + 1}" if said else ""])
     return ("Final val_acc per fix (mean ± 95 % half-width over seeds; a diverged run scores chance), and where the "
-            "doctor listed it among its fixes for the broken run:\n\n" +
+            "doctor listed it among its fixes for the broken run (`doctor`: its first fix, run on the same seeds "
+            "when the kit did not include it):\n\n" +
             table(["case", "fix", "override", "val_acc", "status per seed", "doctor's fix"], rows) +
             "\n\nThe doctor's fixes for the broken runs: " +
             "; ".join(f"{case}: {', '.join(f) or 'none'}" for case, f in n["doctor"].items()) + ".")

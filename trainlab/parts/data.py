@@ -39,7 +39,8 @@ def digits():
 DATASETS = {"digits": digits, "blobs": blobs, "modular_addition": modular_addition, "mnist": mnist,
             "fashion_mnist": fashion_mnist, "cifar10": cifar10, "text": text, "associative_recall": associative_recall,
             "quadratic": quadratic, "markov": markov, "wilson": wilson}
-RUNTIME_KEYS = ("name", "batch_size", "val_fraction", "seed", "train_steps", "label_noise")  # not dataset kwargs
+RUNTIME_KEYS = ("name", "batch_size", "val_fraction", "seed", "train_steps", "label_noise", "input_scale",
+                "standardize")  # not dataset kwargs
 
 
 def flip_labels(y, fraction, num_classes, generator):
@@ -108,7 +109,11 @@ def build_data(node, device):
     del x  # in place below: an image set is not held twice
     if "label_noise" in node:  # classification datasets only (their YAML has the key)
         y_train = add_label_noise(node, y_train, meta)
-    if x_train.dtype.is_floating_point and meta.pop("standardize", True):  # wilson: its 0/1 features are the point
+    if "input_scale" in node:  # feature datasets only (their YAML has the key): raw data in large units
+        x_train.mul_(node["input_scale"])
+        x_val.mul_(node["input_scale"])
+    standardize = meta.pop("standardize", True) and (node["standardize"] if "standardize" in node else True)
+    if x_train.dtype.is_floating_point and standardize:  # wilson: its 0/1 features are the point
         mean, std = x_train.mean(), x_train.std()  # one scalar mean/std from the training split: a pixel that is
         x_train.sub_(mean).div_(std)  # constant in training (digits' border) must not blow up by 1/std in validation
         x_val.sub_(mean).div_(std)
