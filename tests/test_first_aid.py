@@ -30,7 +30,8 @@ def test_the_recorded_run_has_every_case_and_its_kit():
         assert len(n["acc"][f"{case}@broken"]) == len(first_aid.SEEDS)
         for fix in spec.kit:
             assert claim(n, f"{case}_{first_aid.slug(fix)}").effect is not None
-        assert claim(n, f"doctor_{case}").effect is not None  # the doctor's first fix was run and scored
+        if not spec.boundary:
+            assert claim(n, f"doctor_{case}").effect is not None  # the doctor's first fix was run and scored
 
 
 def test_verdicts_move_with_their_numbers():
@@ -59,6 +60,17 @@ def test_each_new_rescue_fails_when_its_runs_stay_broken(case, fix):
     half = copy.deepcopy(n)  # a partial rescue: 0.1 short of the threshold on every seed
     half["acc"][f"{case}@{fix}"] = [b + first_aid.RESCUE - 0.1 for b in n["acc"][f"{case}@broken"]]
     assert claim(half, key).verdict == "not reproduced"
+
+
+def test_the_boundary_fails_when_the_shorter_warmup_rescues_under_cosine():
+    """Under warmup + cosine a shorter warmup buys no lr-time: the boundary holds while it changes little."""
+    n = recorded()
+    assert claim(n, "cosine_shorter_warmup").verdict == "reproduced"
+    rescued = copy.deepcopy(n)  # as if cosine held the peak: the warmup case's rescue, copied in
+    rescued["acc"]["cosine@broken"] = list(n["acc"]["warmup@broken"])
+    rescued["acc"]["cosine@shorter warmup"] = list(n["acc"]["warmup@shorter warmup"])
+    assert claim(rescued, "cosine_shorter_warmup").verdict != "reproduced"
+    assert not any(c.name == "doctor_cosine" for c in first_aid.judge(n))  # no doctor claim on a boundary
 
 
 def test_a_scaler_that_changes_nothing_is_not_a_rescue():
