@@ -54,7 +54,8 @@ def numbers(results, folder):
 
 def judge(n):
     acc = n["val_acc"]
-    return [more(name, f"{REMOVALS[name][0]}: val_acc drops by >= {MARGIN}", acc["standard"], acc[name], MARGIN) for name in REMOVALS if name != "standard" and name in acc]
+    return [more(name, f"{REMOVALS[name][0]}: val_acc drops by >= {MARGIN}", acc["standard"], acc[name], MARGIN)
+            for name in REMOVALS if name != "standard" and name in acc]
 
 
 def draw(n, claims, folder):

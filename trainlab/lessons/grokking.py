@@ -2,9 +2,10 @@
 on (a + b) mod 23 with half of the 529 pairs for training, 3000 steps of warmup-stable-decay AdamW at lr 3e-3 (the
 best lr of AdamW with decay in this setup's earlier lr grid: at 1e-3 a full run generalized in none of 3 seeds within
 1500 steps), with weight decay 1.0 (the paper's strongest cure) and without; over 4 seeds. 1500 steps were too close
-to the grokking time: a disjoint seed set generalized at 1275-1400 steps or not by 1500, and flipped both verdicts. Memorized: the first evaluation with
-train_acc >= 0.99; generalized: val_acc >= 0.95 (summary.json's steps_to_target). Scaled down from the paper's
-p = 97 and 1e5 steps: the delay is shorter here, but it spans a decade of steps."""
+to the grokking time: a disjoint seed set generalized at 1275-1400 steps or not by 1500, and flipped both verdicts.
+Memorized: the first evaluation with train_acc >= 0.99; generalized: val_acc >= 0.95 (summary.json's
+steps_to_target). Scaled down from the paper's p = 97 and 1e5 steps: the delay is shorter here, but it spans a decade
+of steps."""
 import math
 
 from trainlab.lessons import Point

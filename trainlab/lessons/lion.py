@@ -25,7 +25,8 @@ CLAIM = ("Lion, each optimizer at its own best learning rate, reaches the accura
          "smaller than AdamW's (Chen et al. 2023).")
 GRIDS = {"adamw": (1e-3, 3e-3, 1e-2, 3e-2), "lion": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)}  # three full runs'
 # best lrs sat at the top edge (1e-4..1e-2 / 1e-5..1e-3, then Lion's 3e-3 of 3e-5..3e-3, then its 3e-2): the grids moved
-# up, Lion's once more to 1e-1; AdamW 3e-4 and Lion 1e-4 (far below each best: 0.972, 0.955 vs 0.988, 0.978) pay for seeds
+# up, Lion's once more to 1e-1; AdamW 3e-4 and Lion 1e-4 (far below each best: 0.972, 0.955 vs 0.988, 0.978) pay
+# for the seeds
 DECAY = {"adamw": 0.1, "lion": 1.0}
 LABELS = {"adamw": "AdamW", "lion": "Lion"}
 STEPS = 600
