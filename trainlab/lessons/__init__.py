@@ -37,7 +37,7 @@ from pathlib import Path
 NAMES = ("valleys", "init", "batchnorm", "warmup", "clipping", "overfitting", "adam_vs_sgd", "calibration",
          "lion", "grokking", "ablation", "processes", "adam_coordinates", "adaptive_generalization",
          "first_aid", "dropout", "batchnorm_modes", "schedules",
-         "mup", "edge_of_stability", "batch_size", "ema", "landscape")
+         "mup", "edge_of_stability", "batch_size", "ema", "landscape", "mixup", "norms")
 
 
 @dataclass
