@@ -209,9 +209,13 @@ MUTANTS = [
            'PLATEAU_SYMPTOMS = ("vanishing", "saturated")', 'PLATEAU_SYMPTOMS = ("vanishing", "saturated", '
            '"dead_relu", "exploding")', (SYMPTOMS + "::test_signal_findings_raised_during_a_plateau_the_run_leaves_"
                                          "are_withdrawn",)),
-    Mutant("plateau_withdraws_earlier_findings", "trainlab/doctor/watch.py", "and since <= d.step <= step]",
-           "and d.step <= step]", (SYMPTOMS + "::test_a_signal_finding_before_the_plateau_or_in_a_run_that_never_"
-                                   "leaves_it_stays",)),
+    Mutant("plateau_withdraws_earlier_findings", "trainlab/doctor/watch.py",
+           'p.evidence.get("since", p.step) <= d.step <= p.evidence["recovered_step"]',
+           'd.step <= p.evidence["recovered_step"]',
+           (SYMPTOMS + "::test_a_signal_finding_before_the_plateau_or_in_a_run_that_does_not_learn_stays",)),
+    Mutant("symptoms_withdrawn_without_learning", "trainlab/doctor/__init__.py",
+           'if final.evidence["verdict"] in ("learned", "overfitting", "unstable"):', "if True:",
+           (SYMPTOMS + "::test_a_signal_finding_before_the_plateau_or_in_a_run_that_does_not_learn_stays",)),
     Mutant("grokking_counts_first_learning", "trainlab/doctor/watch.py",
            "return climbing(watch, since=best_step, least=GENERALIZING)", "return climbing(watch, least=GENERALIZING)",
            (SYMPTOMS + "::test_small_data_overfitting_gets_its_regularization_fix_not_train_longer",)),

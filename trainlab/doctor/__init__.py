@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from trainlab.doctor.findings import Diagnosis
 from trainlab.doctor.fixes import clip_fix, lr_down
 from trainlab.doctor.smells import first_loss
-from trainlab.doctor.watch import WATCH_KEYS, Watch, confirmed, observe
+from trainlab.doctor.watch import WATCH_KEYS, Watch, confirmed, observe, withdraw_symptoms
 
 HEALTH_KEYS = ("vanish", "explode", "dead", "saturated")
 
@@ -131,7 +131,11 @@ class Doctor:
             late.append(Diagnosis("overfit_batches", "info" if ": memorized" in text else "error", summary["steps"],
                                   "train_loss", text, {"first_loss": first,
                                                        "final_loss": summary["final"].get("train_loss")}))
-        return self._keep(late) + self._keep([verdict(self.cfg, summary, meta, self.findings, self.watch)])
+        late = self._keep(late)  # before the verdict: it reads them
+        final = verdict(self.cfg, summary, meta, self.findings, self.watch)
+        if final.evidence["verdict"] in ("learned", "overfitting", "unstable"):  # it left chance: a plateau's
+            late += self._keep(withdraw_symptoms(self.findings, final.step))  # vanishing/saturated signals were
+        return late + self._keep([final])  # its symptoms
 
     def state_dict(self):
         return {"watch": self.watch.state_dict(), "findings": [d.to_json() for d in self.findings]}

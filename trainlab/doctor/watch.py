@@ -196,9 +196,8 @@ def _plateau(watch, step, findings=()):
 
 
 def _recovered(watch, step, loss, findings):
-    """Withdraw the open plateau finding (it becomes info, "recovered at step N", and no verdict counts it) and the
-    signal findings raised during it that a plateau explains (PLATEAU_SYMPTOMS: a vanishing gradient, saturated
-    units on a flat loss; dead ReLUs and exploding signals are faults of their own); an info finding says so."""
+    """Withdraw the open plateau finding (it becomes info, "recovered at step N", and no verdict counts it); an info
+    finding says so. Its symptoms go at the end, if the run learned (withdraw_symptoms)."""
     open_ = next((d for d in reversed(findings) if d.kind == "plateau" and d.severity == "warning"), None)
     level, watch.plateau, watch.plateau_loss = watch.plateau_loss, False, 0.0
     if open_ is None:
@@ -206,19 +205,28 @@ def _recovered(watch, step, loss, findings):
     open_.severity = "info"
     open_.message += f" -- recovered at step {step}: the loss fell to {loss:.4g}"
     open_.evidence["recovered_step"] = step
-    since = open_.evidence.get("since", open_.step)  # the start of the flat window it was found on
-    symptoms = [d for d in findings if d.kind in PLATEAU_SYMPTOMS and d.severity == "warning" and d.step is not None
-                and since <= d.step <= step]
-    for d in symptoms:
-        d.severity = "info"  # the run learned through it: a symptom of the plateau, not a fault
-        d.message += f" -- withdrawn: raised during the plateau the run left at step {step}"
-        d.evidence["recovered_step"] = step
-    also = "; so are the signal findings raised during it (" + ", ".join(
-        f"{d.kind} at step {d.step}" for d in symptoms) + ")" if symptoms else ""
     return [Diagnosis("plateau", "info", step, "train_loss", f"the plateau found at step {open_.step} is over: the "
                       f"training loss fell to {loss:.4g} ({loss / level:.0%} of its plateau level {level:.4g}); a "
-                      f"plateau then a take-off is normal on some tasks (modular addition), so it is withdrawn{also}",
+                      "plateau then a take-off is normal on some tasks (modular addition), so it is withdrawn",
                       {"loss": loss, "plateau_loss": level, "plateau_step": open_.step}, [])]
+
+
+def withdraw_symptoms(findings, step):
+    """At the end of a run that learned: the signal findings a plateau explains (PLATEAU_SYMPTOMS: a vanishing
+    gradient, saturated units on a flat loss; dead ReLUs and exploding signals are faults of their own), raised
+    during a plateau the run left (from the start of its flat window to its recovery), become info; an info finding
+    says so ([] when there are none). A run that left a plateau but not chance keeps them: its loss fell from a
+    plateau far above guessing (a saturated net), not to learning."""
+    left = [d for d in findings if d.kind == "plateau" and "recovered_step" in d.evidence]
+    symptoms = [d for d in findings if d.kind in PLATEAU_SYMPTOMS and d.severity == "warning" and d.step is not None
+                and any(p.evidence.get("since", p.step) <= d.step <= p.evidence["recovered_step"] for p in left)]
+    for d in symptoms:
+        d.severity = "info"  # the run learned through it: a symptom of the plateau, not a fault
+        d.message += " -- withdrawn: raised during a plateau the run left, and the run learned"
+    if not symptoms:
+        return []
+    return [Diagnosis("plateau", "info", step, "run", "withdrawn, as symptoms of a plateau the run left and learned "
+                      "after: " + ", ".join(f"{d.kind} at step {d.step} ({d.where})" for d in symptoms), {}, [])]
 
 
 def _plateau_cause(watch, cfg, grad, ratio):
