@@ -199,8 +199,10 @@ MUTANTS = [
            (CAUSES + "::test_fixes_fit_80_columns_break_between_arguments_and_are_shown_once",)),
     Mutant("fixes_shown_twice", "trainlab/doctor/report.py", "if d.fixes and d.fixes_of:", "if False:",
            (CAUSES + "::test_fixes_fit_80_columns_break_between_arguments_and_are_shown_once",)),
-    Mutant("step_0_loss_never_checked", "trainlab/doctor/smells.py", "    if not (high or low):\n",
-           "    if True:\n", (CAUSES + "::test_step_0_loss_against_log_classes",)),
+    Mutant("step_0_loss_never_checked", "trainlab/doctor/smells.py",
+           "max(FIRST_LOSS, expected), loss < expected / 2\n    if not (high or low):\n",
+           "max(FIRST_LOSS, expected), loss < expected / 2\n    if True:\n",
+           (CAUSES + "::test_step_0_loss_against_log_classes",)),
     # --- issue 25's last items, issue 24's sigmoid plateau (tests/test_doctor_symptoms.py)
     Mutant("plateau_symptoms_kept", "trainlab/doctor/watch.py", 'PLATEAU_SYMPTOMS = ("vanishing", "saturated")',
            "PLATEAU_SYMPTOMS = ()", (SYMPTOMS + "::test_signal_findings_raised_during_a_plateau_the_run_leaves_are_"
