@@ -141,11 +141,15 @@ def test_norms_verdict_moves_with_its_numbers():
 @pytest.mark.parametrize("name", MINE)
 def test_full_lesson_reproduces_its_record(name, tmp_path):
     """The full lesson (minutes): the same verdict per sub-claim, each effect inside the recorded 95 % interval
-    widened by the new one (two estimates of one effect). The CPU-time sub-claims depend on the machine's load:
-    their verdicts are compared, their effects are not."""
+    widened by the new one (two estimates of one effect). The CPU-time sub-claims (norms' *_faster) measure the
+    machine and its load, not the seeds: only their sign is compared (RMSNorm dearer or cheaper than LayerNorm)."""
     report, _folder = teach(name, out=tmp_path / name, quick=False, jobs=2, progress=False)
     record = recorded(name)
-    assert [(c.name, c.verdict) for c in report.claims] == [(c["name"], c["verdict"]) for c in record["claims"]]
+    assert [c.name for c in report.claims] == [c["name"] for c in record["claims"]]
     for c, r in zip(report.claims, record["claims"]):
-        if r["effect"] is not None and r["half"] is not None and not c.name.endswith("_faster"):
+        if c.name.endswith("_faster"):
+            assert (c.effect > 0) == (r["effect"] > 0), (c.name, c.effect, r["effect"])
+            continue
+        assert c.verdict == r["verdict"], (c.name, c.line(), r["verdict"])
+        if r["effect"] is not None and r["half"] is not None:
             assert abs(c.effect - r["effect"]) <= r["half"] + (c.half or 0) + 1e-9, (c.name, c.effect, r["effect"])
