@@ -196,3 +196,17 @@ def test_every_lesson_names_its_objective_and_the_list_shows_it():
                          timeout=120).stdout
     assert out.count("objective: ") == len(NAMES)
     assert "objective: Adam's per-coordinate learning rate" in out
+
+
+def test_calibration_judges_a_regime_only_where_its_interval_decides_it():
+    """The noisy-digits net's overconfidence (+0.031 ± 0.015, boundary ±0.045) straddles the boundary: neither
+    regime's sub-claim is judged there (with seeds 100-102 it was +0.048 ± 0.018, the same unresolved regime)."""
+    from trainlab.lessons.calibration import judge
+
+    n = recorded("calibration")["numbers"]
+    names = {c.name: c.verdict for c in judge(n)}
+    assert names["noisy_regime"] == NOISE and "noisy_ece" not in names and "noisy_under" not in names
+    assert names["digits_under"] == REPRODUCED and names["blobs_ece"] == REPRODUCED
+    sure = copy.deepcopy(n)  # the same nets 0.2 more confident: clearly overconfident, so the ECE claim is judged
+    sure["val_conf"]["noisy_ls0"] = [c + 0.2 for c in n["val_conf"]["noisy_ls0"]]
+    assert "noisy_ece" in {c.name for c in judge(sure)}
