@@ -210,3 +210,21 @@ def test_calibration_judges_a_regime_only_where_its_interval_decides_it():
     sure = copy.deepcopy(n)  # the same nets 0.2 more confident: clearly overconfident, so the ECE claim is judged
     sure["val_conf"]["noisy_ls0"] = [c + 0.2 for c in n["val_conf"]["noisy_ls0"]]
     assert "noisy_ece" in {c.name for c in judge(sure)}
+
+
+def test_an_interrupted_run_stops_the_lesson_instead_of_starting_the_next(tmp_path, monkeypatch):
+    """SIGTERM / Ctrl-C in a lesson reaches the run in progress, which checkpoints and returns 'interrupted'; the
+    lesson must stop there (it used to go on to its next run, so a kill had to be a SIGKILL)."""
+    import trainlab.lessons as lessons
+
+    started = []
+
+    def fake_run(point, folder, threads=1):
+        started.append(point.name)
+        return point.name, {"status": "interrupted" if len(started) == 2 else "completed"}
+
+    monkeypatch.setattr(lessons, "_run_point", fake_run)
+    points = [Point(f"p_s{i}", []) for i in range(4)]
+    with pytest.raises(KeyboardInterrupt):
+        lessons.run_points(points, tmp_path, jobs=1, progress=False)
+    assert started == ["p_s0", "p_s1"]

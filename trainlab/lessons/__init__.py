@@ -134,6 +134,7 @@ def run_points(points, folder, jobs=2, progress=True, threads=1):
                 name, summary = _run_point(point, folder, threads)
                 results[name] = summary
                 bar.advance(task)
+                _stop_if_interrupted(summary)
             return results
         spawn = multiprocessing.get_context("spawn")  # fresh workers: no forked torch threads or Hydra state
         with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn) as pool:
@@ -141,7 +142,17 @@ def run_points(points, folder, jobs=2, progress=True, threads=1):
                 name, summary = future.result()
                 results[name] = summary
                 bar.advance(task)
+                if summary.get("status") == "interrupted":
+                    pool.shutdown(wait=False, cancel_futures=True)  # no new run starts; the running ones end theirs
+                _stop_if_interrupted(summary)
     return results
+
+
+def _stop_if_interrupted(summary):
+    """SIGTERM or Ctrl-C stopped a run (it checkpointed and returned 'interrupted'): the lesson stops with it rather
+    than going on to its next run."""
+    if summary.get("status") == "interrupted":
+        raise KeyboardInterrupt
 
 
 def write_report(folder, module, report, points, seconds, jobs=2, quick=False, threads=1):
