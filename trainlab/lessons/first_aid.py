@@ -2,8 +2,9 @@
 seeds). Five broken runs, each broken by one setting, and the first fixes tried on each (one override each):
 - nan: SGD at lr 3 (30x its shipped 0.1) without clipping diverges within a few dozen steps; lr/10, clip 1.0.
 - inputs: raw features x 10000 (data.standardize=false data.input_scale=10000) at the shipped lr 0.1: the
-  first layer's curvature grows with the square of the input scale, so the loss overflows; normalizing the inputs,
-  lr/10, clip 1.0.
+  first layer's curvature grows with the square of the input scale, so the loss blows up within ten steps: to NaN
+  on some seeds, on others the huge steps kill every ReLU first and the run sits at chance (seeds 100-101; the
+  doctor then names the init); normalizing the inputs, lr/10, clip 1.0.
 - fp16: trainlab's defaults (AdamW, warmup, clip 1.0) learn from raw features x 100000 in fp32, but under
   precision=fp16 the first layer's outputs pass fp16's largest number (65504) at step 0 and the loss is inf; bf16
   (fp32's exponent range), the GradScaler (on in every fp16 run: its loss scale lowered from 65536 to 1), normalizing.
