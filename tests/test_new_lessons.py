@@ -233,3 +233,19 @@ def test_ema_measures_the_last_quarter_of_the_run_not_one_evaluation(tmp_path):
                                                      for i, v in enumerate(values)))
     assert late(tmp_path, "noisy_s0", "val_loss", {"final": {"val_loss": 0.3}}) == pytest.approx((0.4 + 0.9 + 0.3) / 3)
     assert late(tmp_path, "missing_s0", "val_loss", {"final": {"val_loss": 0.3}}) == 0.3  # no rows: the summary's
+
+
+def test_mup_locates_each_seeds_best_lr_between_grid_points():
+    """A parabola through the grid's best point and its neighbours (log2 lr, log loss): a grid argmin moves in whole
+    steps and flipped the SP shift's verdict with another seed set."""
+    import math
+
+    from trainlab.lessons.mup import best_log2, vertex
+
+    assert vertex([(0, 4.0), (1, 1.0), (2, 4.0)]) == pytest.approx(1.0)  # symmetric: the middle point
+    loss = lambda x: math.exp((x - 0.7) ** 2)  # log loss a parabola with its minimum at log2 lr = 0.7
+    assert vertex([(x, loss(x)) for x in (0, 1, 2)]) == pytest.approx(0.7)
+    n = {"loss": {f"sp@64@{2 ** x:g}": [loss(x), None if x == 2 else loss(x)] for x in (-1, 0, 1, 2)}}
+    found = best_log2(n, "sp", 64)
+    assert found[0] == pytest.approx(0.7)  # between the grid's 0 and 1
+    assert found[1] == pytest.approx(1.0)  # its right neighbour diverged: the grid point itself

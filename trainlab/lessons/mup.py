@@ -55,14 +55,32 @@ def numbers(results, folder):
 
 
 def best_log2(n, p, width):
-    """Per seed: log2 of the best lr at this width (the lowest final training loss)."""
-    keys = [k for k in n["loss"] if k.startswith(f"{p}@{width}@")]
+    """Per seed: log2 of the best lr at this width (the lowest final training loss), located between grid points by
+    a parabola through the grid's best point and its two neighbours in (log2 lr, log loss): a grid argmin moves in
+    whole steps of 1.66 (log2 of 3.16), so one seed whose two best points nearly tie moved the SP shift by a step
+    and flipped its verdict with another seed set. At the grid's edge (or a diverged neighbour) the grid point."""
+    keys = sorted((k for k in n["loss"] if k.startswith(f"{p}@{width}@")), key=lambda k: float(k.split("@")[2]))
     seeds = len(n["loss"][keys[0]])
     found = []
     for i in range(seeds):
-        scored = [(n["loss"][k][i], float(k.split("@")[2])) for k in keys if n["loss"][k][i] is not None]
-        found.append(math.log2(min(scored)[1]) if scored else None)
+        points = [(math.log2(float(k.split("@")[2])), n["loss"][k][i]) for k in keys]
+        ok = [j for j, (_, y) in enumerate(points) if y is not None and math.isfinite(y) and y > 0]
+        if not ok:
+            found.append(None)
+            continue
+        j = min(ok, key=lambda j: points[j][1])
+        found.append(vertex(points[j - 1:j + 2]) if j - 1 in ok and j + 1 in ok else points[j][0])
     return found
+
+
+def vertex(three):
+    """x of the minimum of the parabola through three (x, loss) points (log loss), kept within them."""
+    (a, fa), (b, fb), (c, fc) = [(x, math.log(y)) for x, y in three]
+    den = (b - a) * (fb - fc) - (b - c) * (fb - fa)
+    if den == 0:
+        return b
+    x = b - 0.5 * ((b - a) ** 2 * (fb - fc) - (b - c) ** 2 * (fb - fa)) / den
+    return min(max(x, a), c)
 
 
 def widths_of(n):
