@@ -132,7 +132,12 @@ def test_batchnorm_modes_verdict_moves_with_its_numbers():
     fine = copy.deepcopy(n)  # batches of 2 that score like eval mode: tiny batches would be harmless
     fine["acc"]["0.1@batch_2"] = [v - 0.005 for v in n["acc"]["0.1@eval"]]
     assert _claim("batchnorm_modes", fine, "tiny_batches_fail").verdict == "not reproduced"
-    assert _claim("batchnorm_modes", n, "lagging_running_stats").verdict == "within noise"  # +0.11 ± 0.064
+    assert _claim("batchnorm_modes", n, "lagging_running_stats").verdict == "reproduced"  # +0.104 ± 0.024, 8 seeds
+    one_seed = copy.deepcopy(n)  # the same mean lag, all of it in one seed: within noise
+    lags = [f - e for f, e in zip(n["acc"]["0.0001@batch_full"], n["acc"]["0.0001@eval"])]
+    one_seed["acc"]["0.0001@eval"] = [f - (sum(lags) if i == 0 else 0.0)
+                                      for i, f in enumerate(n["acc"]["0.0001@batch_full"])]
+    assert _claim("batchnorm_modes", one_seed, "lagging_running_stats").verdict == "within noise"
     caught_up = copy.deepcopy(n)  # running statistics that caught up: eval mode scores as full-batch statistics do
     caught_up["acc"]["0.0001@eval"] = [v - 0.002 for v in n["acc"]["0.0001@batch_full"]]
     assert _claim("batchnorm_modes", caught_up, "lagging_running_stats").verdict == "not reproduced"
