@@ -244,3 +244,22 @@ def test_fixes_fit_80_columns_break_between_arguments_and_are_shown_once():
         assert " ".join(x.removesuffix(" \\").strip() for x in lines) == command(overrides, fix)
         assert text.count(lines[-1]) == 1  # not repeated under the verdict
     assert "the fixes shown with nonfinite at step 7 above" in text
+
+
+
+def test_raw_inputs_are_named_before_the_lr(train):
+    """first_aid's inputs case (raw digits x 1e4, SGD): the doctor said lr/10, which does not rescue it; the data's
+    own switch is the cause and comes first, and pasting it repairs the run."""
+    from trainlab.doctor.fixes import far_off_reasons
+
+    raw = ["data.standardize=false", "data.input_scale=10000", "optimizer=sgd", "optimizer.lr=0.1", "clip=none",
+           "schedule=constant", "trainer.max_steps=60"]
+    reasons = {fix: why for why, fix in far_off_reasons(compose_cfg(*raw))}
+    assert list(reasons)[0] == "data.standardize=true" and "raw features x 10000" in reasons["data.standardize=true"]
+    assert not [f for f in far_off(compose_cfg()) if f.startswith("data.")]  # the shipped data: nothing to say
+    summary, run_dir = train(*fast(*raw))
+    final = json.loads((run_dir / "diagnosis.json").read_text())[-1]
+    assert final["kind"] == "verdict" and final["evidence"]["verdict"] != "learned"
+    assert final["fixes"][0] == "data.standardize=true", final["fixes"]
+    fixed, _ = train(*merge(fast(*raw), final["fixes"][0]))  # as a user pastes it
+    assert fixed["final"]["val_acc"] > 0.8

@@ -133,10 +133,15 @@ def max_decay(opt):
 
 def far_off_reasons(cfg):
     """(sentence, fix) for each setting far (FAR x) from its shipped value, the likeliest cause when nothing else is
-    named: an Adam eps that swamps sqrt(v), betas outside their working range, a weight decay that outpaces any update,
+    named: raw (unstandardized) inputs, an Adam eps that swamps sqrt(v), betas outside their working range, a weight decay that outpaces any update,
     dropout that keeps too little, an lr far above or below its optimizer's (last: the others explain an lr's
     symptom better than the lr does)."""
     opt, reg, out = cfg["optimizer"], cfg["regularization"], []
+    if cfg["data"].get("standardize") is False:  # the data before the optimizer (issue 25): raw inputs set every scale
+        scale = cfg["data"].get("input_scale", 1.0)
+        out.append((f"data.standardize=false: the model sees the raw features{f' x {scale:g}' if scale != 1 else ''}"
+                    ", and inputs far from unit scale make the first layer's outputs and gradients as large",
+                    "data.standardize=true"))
     lr, home = opt["lr"], shipped("optimizer", opt["name"], "lr")
     eps, eps_home = opt.get("eps"), shipped("optimizer", opt["name"], "eps")  # a key of Adam-like optimizers only
     if eps is not None and eps_home and eps >= max(FAR * eps_home, EPS_FAR):
