@@ -255,12 +255,16 @@ def main(argv):
     from trainlab.console import console
 
     if args.name is None:
+        from rich.table import Table
+
         console.print("[bold]trainlab lesson NAME[/]: each a few minutes on 2 CPU cores, a figure and a report")
+        listing = Table.grid(padding=(0, 2))  # a title wraps under itself, not under the names (80 columns)
+        listing.add_column(style="cyan", no_wrap=True)
+        listing.add_column()
         for name in NAMES:
             module = lesson(name)
-            console.print(f"  [cyan]{name:<{max(map(len, NAMES)) + 2}}[/]{escape(module.TITLE)}", soft_wrap=True)
-            console.print(f"  {'':<{max(map(len, NAMES)) + 2}}[dim]objective: {escape(module.OBJECTIVE)}[/]",
-                          soft_wrap=True)
+            listing.add_row(f"  {name}", f"{escape(module.TITLE)}\n[dim]objective: {escape(module.OBJECTIVE)}[/]")
+        console.print(listing)
         return 0
     if args.name not in NAMES:
         close = [n for n in NAMES if n.startswith(args.name[:3])]
