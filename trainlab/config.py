@@ -5,6 +5,7 @@ is the key's type. `check_overrides(argv)` rejects a command-line key that no op
 with `+`), `validate(cfg)` checks the composed config: keys, types, ranges and choices.
 """
 import difflib
+import functools
 import math
 from functools import cache
 from pathlib import Path
@@ -141,6 +142,12 @@ def options(group):
         bases = [d for d in node.pop("defaults", []) if isinstance(d, str) and d != "_self_"]
         merged[name] = {k: v for base in bases for k, v in raw[base].items()} | node
     return merged
+
+
+@functools.cache
+def shipped(group, name, key, default=None):
+    """The value conf/<group>/<name>.yaml ships for key (an interpolation stays its text); default when it has none."""
+    return options(group).get(name, {}).get(key, default)
 
 
 def _nearest(word, candidates):

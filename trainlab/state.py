@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from trainlab.config import ConfigError
+from trainlab.config import ConfigError, shipped
 
 FORMAT = 1
 CKPT = re.compile(r"^step-(\d{8})\.pt$")
@@ -143,16 +143,6 @@ def identity(cfg):
     return out
 
 
-def shipped(group, option, key):
-    """The value conf/GROUP/OPTION.yaml gives KEY ("(absent)" if none; an interpolation stays its text)."""
-    from trainlab.config import options
-
-    try:
-        return options(group).get(option, {}).get(key, "(absent)")
-    except (OSError, ValueError):  # a group that is not a folder of options (e.g. precision)
-        return "(absent)"
-
-
 def differences(a, b):
     """The keys (group.key) whose values differ between two identities, with both values. A key the checkpoint lacks
     (an option added to trainlab after it was written) at its shipped value in this run is the behaviour the run
@@ -162,7 +152,8 @@ def differences(a, b):
     for key in keys:
         group, name = key.split(".", 1)
         va, vb = a.get(group, {}).get(name, "(absent)"), b.get(group, {}).get(name, "(absent)")
-        if va == "(absent)" and vb != "(absent)" and vb == shipped(group, b.get(group, {}).get("name"), name):
+        if va == "(absent)" and vb != "(absent)" and vb == shipped(group, b.get(group, {}).get("name"), name,
+                                                                   "(absent)"):
             continue
         if va != vb:
             out.append(f"{key}: checkpoint {va!r}, this run {vb!r}")

@@ -5,11 +5,10 @@ line that applies a fix on top of the run's own overrides. The doctor's findings
 """
 import math
 import shlex
-from functools import cache
 
 from omegaconf import OmegaConf
 
-from trainlab.config import default_options, options
+from trainlab.config import default_options, options, shipped
 
 FEATURE_DATA = ("digits", "blobs", "mnist", "fashion_mnist", "cifar10")  # mixup averages inputs: not tokens
 FAR = 30  # an lr this many times off its optimizer's shipped one: go back to the shipped one in one step
@@ -26,12 +25,6 @@ def _num(v):
 
 def lr_fix(cfg, factor):
     return f"optimizer.lr={_num(cfg['optimizer']['lr'] * factor)}"
-
-
-@cache
-def shipped(group, name, key):
-    """The value conf/<group>/<name>.yaml ships for key (None when it has none)."""
-    return options(group).get(name, {}).get(key)
 
 
 def lr_down(cfg, factor=0.1):
@@ -133,9 +126,9 @@ def max_decay(opt):
 
 def far_off_reasons(cfg):
     """(sentence, fix) for each setting far (FAR x) from its shipped value, the likeliest cause when nothing else is
-    named: raw (unstandardized) inputs, an Adam eps that swamps sqrt(v), betas outside their working range, a weight decay that outpaces any update,
-    dropout that keeps too little, an lr far above or below its optimizer's (last: the others explain an lr's
-    symptom better than the lr does)."""
+    named: raw (unstandardized) inputs, an Adam eps that swamps sqrt(v), betas outside their working range, a weight
+    decay that outpaces any update, dropout that keeps too little, an lr far above or below its optimizer's (last:
+    the others explain an lr's symptom better than the lr does)."""
     opt, reg, out = cfg["optimizer"], cfg["regularization"], []
     if cfg["data"].get("standardize") is False:  # the data before the optimizer (issue 25): raw inputs set every scale
         scale = cfg["data"].get("input_scale", 1.0)
