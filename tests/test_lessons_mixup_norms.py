@@ -3,27 +3,14 @@ on the recorded numbers (docs/lessons/NAME.json) and another verdict when a numb
 helpers pair what they say; slow: the full lesson reproduces the recorded sub-claims within their intervals."""
 import copy
 import json
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from tests.test_new_lessons import _claim, recorded  # the recorded lesson.json; a sub-claim by name
 from trainlab.lessons import NAMES, lesson, teach
 
 MINE = ("mixup", "norms")
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "lessons"
-
-
-def recorded(name):
-    """The full run's lesson.json; a lesson whose full run is not recorded yet skips (its quick test still runs)."""
-    path = DOCS / f"{name}.json"
-    if not path.exists():
-        pytest.skip(f"docs/lessons/{name}.json: no full run recorded yet")
-    return json.loads(path.read_text())
-
-
-def _claim(name, numbers, key):
-    return next(c for c in lesson(name).judge(numbers) if c.name == key)
 
 
 @pytest.mark.parametrize("name", MINE)
