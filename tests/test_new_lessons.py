@@ -172,12 +172,13 @@ def test_schedules_verdict_moves_with_its_numbers():
         if key.startswith("cosine@"):
             flat["loss"][key] = [v + 0.001 for v in constant]
     assert _claim("schedules", flat, "cosine_beats_constant").verdict == "not reproduced"
-    far = copy.deepcopy(n)  # WSD 0.02 above cosine: it no longer matches
+    assert _claim("schedules", n, "wsd_matches_cosine").verdict == "not reproduced"  # the record: ~0.009 above
+    near = copy.deepcopy(n)  # WSD 0.001 above cosine on every seed: it matches
     cosine = n["loss"][f"cosine@{best_lrs(n)['cosine']}"]
-    for key in far["loss"]:
+    for key in near["loss"]:
         if key.startswith("wsd@"):
-            far["loss"][key] = [v + 0.02 for v in cosine]
-    assert _claim("schedules", far, "wsd_matches_cosine").verdict == "not reproduced"
+            near["loss"][key] = [v + 0.001 for v in cosine]
+    assert _claim("schedules", near, "wsd_matches_cosine").verdict == "reproduced"
 
 
 def test_mup_verdict_moves_with_its_numbers():
