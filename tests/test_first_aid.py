@@ -27,7 +27,7 @@ def claim(numbers, key):
 def test_the_recorded_run_has_every_case_and_its_kit():
     n = recorded()
     for case, spec in first_aid.CASES.items():
-        assert len(n["acc"][f"{case}@broken"]) == len(first_aid.SEEDS)
+        assert len(n["acc"][f"{case}@broken"]) == len(spec.seeds)
         for fix in spec.kit:
             assert claim(n, f"{case}_{first_aid.slug(fix)}").effect is not None
         if not spec.boundary:

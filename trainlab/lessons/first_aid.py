@@ -1,5 +1,6 @@
 """First aid: the curriculum's NaN kit and plateau kit as experiments on digits (MLPs, plain SGD unless stated, 3
-seeds). Five broken runs, each broken by one setting, and the first fixes tried on each (one override each):
+seeds; the warmup case 6). Five broken runs, each broken by one setting, and the first fixes tried on each (one
+override each):
 - nan: SGD at lr 3 (30x its shipped 0.1) without clipping diverges within a few dozen steps; lr/10, clip 1.0.
 - inputs: raw features x 10000 (data.standardize=false data.input_scale=10000) at the shipped lr 0.1: the
   first layer's curvature grows with the square of the input scale, so the loss blows up within ten steps: to NaN
@@ -39,6 +40,8 @@ RESCUE = 0.5  # val_acc gain over the broken run: at least half the way from cha
 # A rescue is judged on its whole interval (kind "atleast"): reproduced when even its low end gains RESCUE, not
 # reproduced when even its high end falls short. The 2x-half-width rule called a gain of exactly 0 on every seed
 # "not reproduced" but 0.004 +- 0.034 "within noise": the same finding, two labels (the first stability check).
+WARMUP_SEEDS = tuple(range(6))  # when a tiny init leaves its plateau varies by seed: with 3 seeds a second seed
+# set put the shorter warmup's rescue at the rule's edge (+0.749 +- 0.125 -> +0.699 +- 0.216, within noise)
 RAW = ["data.standardize=false"]  # the model sees the features as they come (trainlab standardizes by default)
 
 
@@ -50,6 +53,7 @@ class Case:
     fixes: dict  # fix -> its overrides; "broken" is the run itself
     kit: tuple  # the curriculum's fixes among them: each is a sub-claim
     steps: int = STEPS
+    seeds: tuple = SEEDS
     boundary: bool = False  # where the kit's fix should NOT rescue: its sub-claims say so (no doctor claim)
 
 
@@ -77,7 +81,7 @@ CASES = {
                    ["init=normal", "init.std=0.001", "optimizer=sgd", "optimizer.lr=0.7", "clip=none",
                     "schedule=wsd", "schedule.decay_frac=0.1", "schedule.warmup_steps=450"],
                    {"broken": [], "shorter warmup": ["schedule.warmup_steps=50"], "lr x3": ["optimizer.lr=2.1"]},
-                   ("shorter warmup", "lr x3"), steps=500),
+                   ("shorter warmup", "lr x3"), steps=500, seeds=WARMUP_SEEDS),
     "cosine": Case("boundary: warmup 90 %, cosine",  # the default schedule: the lr's sum over the run is the same
                    ["init=normal", "init.std=0.001", "optimizer=sgd", "optimizer.lr=0.7", "clip=none",
                     "schedule=warmup_cosine", "schedule.warmup_steps=450"],
@@ -97,7 +101,8 @@ SETUP = [("data, model", ("digits; MLP depth 2 width 256 (nan, inputs, fp16, war
           "nothing that would hide the breakage; wsd holds the peak lr, cosine does not"),
          ("precision", "fp32; fp16: autocast to float16 on the CPU with a GradScaler (init_scale 65536)",
           "torch runs fp16 autocast on CPUs too: the overflow is the same number as on a GPU"),
-         ("steps, seeds", f"{STEPS} (warmup, cosine: {CASES['warmup'].steps}), {', '.join(map(str, SEEDS))}",
+         ("steps, seeds", (f"{STEPS} (warmup, cosine: {CASES['warmup'].steps}); seeds {', '.join(map(str, SEEDS))} "
+                           f"(warmup: {', '.join(map(str, WARMUP_SEEDS))})"),
           "a first fix should show within a short run"),
          ("score", f"final val_acc; a diverged run scores chance ({CHANCE})", "what its last weights predict"),
          ("not here", "fp16 gradient underflow (what a GradScaler is for); a warmup longer than the run",
@@ -117,10 +122,9 @@ def scaled(overrides, steps, full):
 
 def plan(quick):
     """Each case's broken run and its fixes over the seeds; quick: each broken run and the first kit fix of two."""
-    seeds = (0,) if quick else SEEDS
     points = []
     for name, case in CASES.items():
-        steps = 20 if quick else case.steps
+        steps, seeds = (20, (0,)) if quick else (case.steps, case.seeds)
         for fix, extra in case.fixes.items():
             if quick and fix != "broken" and not (name in ("nan", "inputs") and fix == case.kit[0]):
                 continue
