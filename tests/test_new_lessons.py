@@ -3,6 +3,7 @@ numbers (docs/lessons/NAME.json) and another verdict when a number crosses its t
 reproduces the recorded sub-claims within their intervals."""
 import copy
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -64,12 +65,12 @@ def _claim(name, numbers, key):
 
 
 def test_adam_coordinates_verdict_moves_with_its_numbers():
-    from trainlab.lessons.adam_coordinates import best_lrs
+    from trainlab.lessons.adam_coordinates import log_steps
 
     n = recorded("adam_coordinates")["numbers"]
     assert _claim("adam_coordinates", n, "adam_faster_aligned").verdict == "reproduced"
     slow = copy.deepcopy(n)  # Adam on the aligned problem as slow as GD: no per-coordinate win
-    gd = slow["steps"][f"sgd@aligned@{best_lrs(n)['sgd@aligned']}"]
+    gd = [2 ** v for v in log_steps(n, "sgd", "aligned")]  # each seed at its own best lr
     for key in slow["steps"]:
         if key.startswith("adam@aligned@"):
             slow["steps"][key] = [v * 1.05 for v in gd]
@@ -80,6 +81,19 @@ def test_adam_coordinates_verdict_moves_with_its_numbers():
         if key.startswith("sgd@rotated@"):
             moved["steps"][key] = [v * 1.5 for v in moved["steps"][key]]
     assert _claim("adam_coordinates", moved, "gd_invariant").verdict == "not reproduced"
+
+
+def test_adam_coordinates_judges_each_seed_at_its_own_best_lr():
+    from trainlab.lessons.adam_coordinates import best_lrs, edges, log_steps
+
+    # seed 0 settles fastest at 0.02, seed 1 at 0.05 (0.02 oscillates there), seed 2 ties: the smaller lr
+    n = {"steps": {"adam@rotated@0.02": [400, 2000, 300, 2000], "adam@rotated@0.05": [1900, 200, 300, 2000],
+                   "adam@rotated@0.1": [2000, 2000, 2000, 2000]}, "budget": 2000}  # seed 3 never settles
+    assert best_lrs(n) == {"adam@rotated": ["0.02", "0.05", "0.02", "0.02"]}
+    assert log_steps(n, "adam", "rotated") == [math.log2(v) for v in (400, 200, 300, 2000)]
+    assert edges(n) == {}
+    n["steps"]["adam@rotated@0.01"] = [2000, 2000, 250, 2000]  # the Adam grid's low edge: seed 2's best is on it,
+    assert edges(n) == {"adam@rotated": 1}  # seed 3's tie at the budget is not a best lr
 
 
 def test_adaptive_generalization_verdict_moves_with_its_numbers():
