@@ -228,3 +228,50 @@ def test_an_interrupted_run_stops_the_lesson_instead_of_starting_the_next(tmp_pa
     with pytest.raises(KeyboardInterrupt):
         lessons.run_points(points, tmp_path, jobs=1, progress=False)
     assert started == ["p_s0", "p_s1"]
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the workers through /proc")
+def test_kill_9_of_a_lesson_leaves_no_worker_behind(tmp_path):
+    """`kill -9` of a lesson's process: its two workers stop too (their long runs checkpoint and end 'interrupted')
+    instead of waiting on the work queue forever."""
+    import os
+    import signal
+    import time
+
+    code = ("import sys\nfrom trainlab.lessons import Point, run_points\n"
+            "run_points([Point(f'long_s{i}', ['trainer.max_steps=1000000', 'trainer.progress=false']) "
+            "for i in range(2)], sys.argv[1], jobs=2, progress=False)\n")
+    lesson_proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
+
+    def workers():
+        found = []
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            except OSError:  # a process that ended while we read
+                continue
+            if fields.get("PPid", "").strip() == str(lesson_proc.pid) and "spawn_main" in Path(
+                    status.parent / "cmdline").read_text(errors="replace"):
+                found.append(int(status.parent.name))
+        return found
+
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("long_s*/metrics.jsonl"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        pids = workers()
+        assert len(pids) == 2, "the lesson's two workers did not start their runs"
+        lesson_proc.send_signal(signal.SIGKILL)
+        lesson_proc.wait()
+        deadline = time.monotonic() + 60
+        while any(Path(f"/proc/{p}").exists() for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        alive = [p for p in pids if Path(f"/proc/{p}").exists()]
+    finally:
+        lesson_proc.kill()
+        lesson_proc.wait()
+    for p in alive:
+        os.kill(p, signal.SIGKILL)
+    assert not alive, "workers outlived the lesson by 60 s"
+    for run in tmp_path.glob("long_s*"):
+        assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"

@@ -136,8 +136,11 @@ def run_points(points, folder, jobs=2, progress=True, threads=1):
                 bar.advance(task)
                 _stop_if_interrupted(summary)
             return results
+        from trainlab.state import watch_parent
+
         spawn = multiprocessing.get_context("spawn")  # fresh workers: no forked torch threads or Hydra state
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn) as pool:
+        # watch_parent: after `kill -9` of the lesson a worker would wait on its queue forever (it holds both ends)
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn, initializer=watch_parent) as pool:
             for future in as_completed([pool.submit(_run_point, p, folder, threads) for p in points]):
                 name, summary = future.result()
                 results[name] = summary
