@@ -5,6 +5,7 @@ its recorded sub-claim verdicts again."""
 import copy
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -234,44 +235,32 @@ def test_an_interrupted_run_stops_the_lesson_instead_of_starting_the_next(tmp_pa
 def test_kill_9_of_a_lesson_leaves_no_worker_behind(tmp_path):
     """`kill -9` of a lesson's process: its two workers stop too (their long runs checkpoint and end 'interrupted')
     instead of waiting on the work queue forever."""
-    import os
     import signal
     import time
+
+    from tests.conftest import alive, children
 
     code = ("import sys\nfrom trainlab.lessons import Point, run_points\n"
             "run_points([Point(f'long_s{i}', ['trainer.max_steps=1000000', 'trainer.progress=false']) "
             "for i in range(2)], sys.argv[1], jobs=2, progress=False)\n")
-    lesson_proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
-
-    def workers():
-        found = []
-        for status in Path("/proc").glob("[0-9]*/status"):
-            try:
-                fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
-            except OSError:  # a process that ended while we read
-                continue
-            if fields.get("PPid", "").strip() == str(lesson_proc.pid) and "spawn_main" in Path(
-                    status.parent / "cmdline").read_text(errors="replace"):
-                found.append(int(status.parent.name))
-        return found
-
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
     try:
         deadline = time.monotonic() + 120
         while len(list(tmp_path.glob("long_s*/metrics.jsonl"))) < 2 and time.monotonic() < deadline:
-            time.sleep(0.5)
-        pids = workers()
-        assert len(pids) == 2, "the lesson's two workers did not start their runs"
-        lesson_proc.send_signal(signal.SIGKILL)
-        lesson_proc.wait()
+            time.sleep(0.2)
+        workers = children(proc.pid)
+        assert len(workers) >= 2  # the two pool workers (and the resource tracker)
+        proc.kill()
+        proc.wait()
         deadline = time.monotonic() + 60
-        while any(Path(f"/proc/{p}").exists() for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        alive = [p for p in pids if Path(f"/proc/{p}").exists()]
+        while any(alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [p for p in workers if alive(p)]
+        for p in left:
+            os.kill(p, signal.SIGKILL)  # the test leaves no orphan either
     finally:
-        lesson_proc.kill()
-        lesson_proc.wait()
-    for p in alive:
-        os.kill(p, signal.SIGKILL)
-    assert not alive, "workers outlived the lesson by 60 s"
-    for run in tmp_path.glob("long_s*"):
-        assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+        proc.kill()
+        proc.wait()
+    assert not left, "a worker outlived the lesson it belonged to by 60 s"
+    statuses = [json.loads(p.read_text())["status"] for p in tmp_path.glob("long_s*/summary.json")]
+    assert statuses == ["interrupted", "interrupted"]  # each checkpointed and said so

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli
+from tests.conftest import alive, children, cli
 
 
 def test_two_by_two_multirun(tmp_path):
@@ -85,26 +85,6 @@ def test_slurm_launcher_preset_composes(tmp_path):
     assert "partition: gpu" in result.stdout
 
 
-def _children(pid):
-    """PIDs whose parent is pid (from /proc)."""
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            kids.append(int(stat.parent.name))
-    return kids
-
-
-def _alive(pid):
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 def test_sigkill_of_a_joblib_sweep_leaves_no_worker_training(tmp_path):
     sweep = tmp_path / "sweep"
@@ -116,14 +96,14 @@ def test_sigkill_of_a_joblib_sweep_leaves_no_worker_training(tmp_path):
         if len(list(sweep.glob("*/metrics.jsonl"))) == 2:
             break
         time.sleep(0.05)
-    workers = _children(proc.pid)
+    workers = children(proc.pid)
     assert len(workers) >= 2  # two loky workers (and the resource trackers)
     proc.kill()
     proc.wait()
     deadline = time.time() + 20
-    while time.time() < deadline and any(_alive(p) for p in workers):
+    while time.time() < deadline and any(alive(p) for p in workers):
         time.sleep(0.2)
-    assert not [p for p in workers if _alive(p)], "a worker outlived the sweep it belonged to"
+    assert not [p for p in workers if alive(p)], "a worker outlived the sweep it belonged to"
     statuses = sorted(json.loads(p.read_text())["status"] for p in sweep.glob("*/summary.json"))
     assert statuses == ["interrupted", "interrupted"]  # each checkpointed and said so; no third job started
     assert len(list(sweep.glob("*/checkpoints/step-*.pt"))) >= 2
