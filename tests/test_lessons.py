@@ -231,6 +231,39 @@ def test_an_interrupted_run_stops_the_lesson_instead_of_starting_the_next(tmp_pa
     assert started == ["p_s0", "p_s1"]
 
 
+LONG_RUNS = ("import sys\nfrom trainlab.lessons import Point, run_points\n"  # a lesson of N runs that never end
+             "run_points([Point(f'long_s{i}', ['trainer.max_steps=1000000', 'trainer.progress=false']) "
+             "for i in range(int(sys.argv[2]))], sys.argv[1], jobs=2, progress=False)\n")
+
+
+def _until_two_train(folder, proc):
+    import time
+
+    deadline = time.monotonic() + 120
+    while len(list(folder.glob("long_s*/metrics.jsonl"))) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+
+
+def test_ctrl_c_of_a_lesson_with_two_jobs_ends_its_runs_and_starts_no_more(tmp_path):
+    """Ctrl-C reaches the lesson and its two workers (one process group): the two runs in progress checkpoint and end
+    'interrupted', and the lesson exits instead of running its 4 other runs first (it used to)."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-c", LONG_RUNS, str(tmp_path), "6"], start_new_session=True,
+                            stderr=subprocess.DEVNULL)
+    try:
+        _until_two_train(tmp_path, proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    runs = sorted(p.name for p in tmp_path.glob("long_s*"))
+    assert len(runs) == 2, runs
+    assert [json.loads((tmp_path / r / "summary.json").read_text())["status"] for r in runs] == ["interrupted"] * 2
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the workers through /proc")
 def test_kill_9_of_a_lesson_leaves_no_worker_behind(tmp_path):
     """`kill -9` of a lesson's process: its two workers stop too (their long runs checkpoint and end 'interrupted')
@@ -240,14 +273,9 @@ def test_kill_9_of_a_lesson_leaves_no_worker_behind(tmp_path):
 
     from tests.conftest import alive, children
 
-    code = ("import sys\nfrom trainlab.lessons import Point, run_points\n"
-            "run_points([Point(f'long_s{i}', ['trainer.max_steps=1000000', 'trainer.progress=false']) "
-            "for i in range(2)], sys.argv[1], jobs=2, progress=False)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
+    proc = subprocess.Popen([sys.executable, "-c", LONG_RUNS, str(tmp_path), "2"])
     try:
-        deadline = time.monotonic() + 120
-        while len(list(tmp_path.glob("long_s*/metrics.jsonl"))) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        _until_two_train(tmp_path, proc)
         workers = children(proc.pid)
         assert len(workers) >= 2  # the two pool workers (and the resource tracker)
         proc.kill()

@@ -79,13 +79,20 @@ def lesson(name):
     return importlib.import_module(f"trainlab.lessons.{name}")
 
 
+_STOPPED = []  # in a pool worker: the run that Ctrl-C or SIGTERM stopped
+
+
 def _run_point(point, folder, threads=1):
-    """One point, in this process: compose, train, return the summary (quietly: the lesson shows its own progress)."""
+    """One point, in this process: compose, train, return the summary (quietly: the lesson shows its own progress).
+    In a pool worker whose run was stopped, a run still queued to it does not start (the lesson is stopping)."""
     import io
+    import multiprocessing
 
     from trainlab.api import compose
     from trainlab.train import run
 
+    if _STOPPED:
+        return point.name, {"status": "interrupted", "error": f"not started: {_STOPPED[0]} was interrupted"}
     cfg = compose(*point.overrides, "trainer.progress=false", f"trainer.threads={threads}")
     run_dir = Path(folder) / point.name
     run_dir.mkdir(parents=True)
@@ -93,6 +100,8 @@ def _run_point(point, folder, threads=1):
     (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in point.overrides))
     with contextlib.redirect_stdout(io.StringIO()), _quiet_fd(cfg["trainer"]["devices"] > 1):
         summary = run(cfg, run_dir)
+    if summary.get("status") == "interrupted" and multiprocessing.parent_process() is not None:
+        _STOPPED.append(point.name)
     return point.name, summary
 
 
@@ -141,13 +150,15 @@ def run_points(points, folder, jobs=2, progress=True, threads=1):
         spawn = multiprocessing.get_context("spawn")  # fresh workers: no forked torch threads or Hydra state
         # watch_parent: after `kill -9` of the lesson a worker would wait on its queue forever (it holds both ends)
         with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn, initializer=watch_parent) as pool:
-            for future in as_completed([pool.submit(_run_point, p, folder, threads) for p in points]):
-                name, summary = future.result()
-                results[name] = summary
-                bar.advance(task)
-                if summary.get("status") == "interrupted":
-                    pool.shutdown(wait=False, cancel_futures=True)  # no new run starts; the running ones end theirs
-                _stop_if_interrupted(summary)
+            try:
+                for future in as_completed([pool.submit(_run_point, p, folder, threads) for p in points]):
+                    name, summary = future.result()
+                    results[name] = summary
+                    bar.advance(task)
+                    _stop_if_interrupted(summary)
+            except BaseException:  # Ctrl-C here or in a run, a failed run: no new run starts, the running ones end
+                pool.shutdown(wait=False, cancel_futures=True)  # theirs (leaving `with` waits for them)
+                raise
     return results
 
 
