@@ -67,6 +67,9 @@ def test_intervals_pair_by_seed_and_use_students_t():
     assert paired[0] == pytest.approx(0.1) and paired[1] == pytest.approx(0.0, abs=1e-12)
     welch = difference([1.0, 2.0, 3.0], [0.9, 1.9])
     assert welch[1] > 1.0
+    apart = difference([1.0, 2.0, 3.0], [0.9, 1.9, 2.9], paired=False)  # other seeds: nothing shared to cancel
+    se = ((1.0 / 3) + (1.0 / 3)) ** 0.5  # Welch: both variances 1, 3 values each; t with the smaller df (2)
+    assert apart[0] == pytest.approx(0.1) and apart[1] == pytest.approx(4.30 * se)
     assert overall([Claim("a", "", 1, 0, 0.5, "more"), Claim("b", "", 0, 0, 0.5, "more")]) == "mixed"
 
 

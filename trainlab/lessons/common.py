@@ -87,14 +87,15 @@ def interval(values):
     return statistics.fmean(values), t95(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
 
 
-def difference(a, b):
+def difference(a, b, paired=True):
     """(mean(a) - mean(b), 95 % half-width): paired by seed when both lists are per-seed values of equal length (the
-    seeds share data and init, so the pairing removes what they share), else Welch's with the smaller df."""
+    seeds share data and init, so the pairing removes what they share), else (or paired=False: the lists come from
+    different seeds) Welch's with the smaller df."""
     a = [v for v in a if v is not None and math.isfinite(v)]
     b = [v for v in b if v is not None and math.isfinite(v)]
     if not a or not b:
         return None, None
-    if len(a) == len(b):
+    if paired and len(a) == len(b):
         return interval([x - y for x, y in zip(a, b)])
     if len(a) < 2 or len(b) < 2:
         return statistics.fmean(a) - statistics.fmean(b), None
@@ -151,9 +152,10 @@ def rule(effect, half, threshold, kind="more"):
     return REPRODUCED if effect >= threshold else NOT
 
 
-def more(name, text, a, b, threshold, unit=""):
-    """Sub-claim 'A exceeds B by >= threshold' from per-seed lists (b None: A itself against the threshold)."""
-    effect, half = interval(a) if b is None else difference(a, b)
+def more(name, text, a, b, threshold, unit="", paired=True):
+    """Sub-claim 'A exceeds B by >= threshold' from per-seed lists (b None: A itself against the threshold; paired=False:
+    A and B come from different seeds)."""
+    effect, half = interval(a) if b is None else difference(a, b, paired)
     return Claim(name, text, effect, half, threshold, "more", unit=unit)
 
 
