@@ -170,6 +170,26 @@ def test_cli_lists_refuses_unknown_and_nonempty_out(tmp_path):
     assert [p.name for p in full.iterdir()] == ["mine.txt"] and (full / "mine.txt").read_text() == "keep me"
 
 
+
+def test_cli_result_fits_80_columns_and_the_report_names_the_seeds_it_ran(tmp_path):
+    """What a learner reads after a stability check: every sub-claim wrapped at 80 columns, under itself, and a report
+    that says which seeds and threads this run used (its setup table lists the lesson's own seeds)."""
+    out = tmp_path / "check"
+    done = subprocess.run([sys.executable, "-m", "trainlab", "lesson", "init", "--quick", "--seeds", "7", "--threads",
+                           "2", "--jobs", "1", "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    body = [line for line in done.stdout.splitlines() if not line.startswith(("figure: ", "report: "))]
+    assert body and all(len(line) <= 80 for line in body), [line for line in body if len(line) > 80]
+    record = json.loads((out / "lesson.json").read_text())
+    assert record["seeds"] == [7] and record["threads"] == 2
+    said = " ".join(done.stdout.split())
+    for c in record["claims"]:  # each sub-claim whole, its words in order
+        claim = Claim(**c)
+        assert " ".join(f"{claim.text}: {claim.line()}".split()) in said
+    assert ("This run: seeds 7 (`--seeds`; the table lists the lesson's own, 0); 2 torch threads per run "
+            "(`--threads`).") in (out / "report.md").read_text()
+
 # --- the full lessons (minutes each): the recorded sub-claim verdicts come out again
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MINE)

@@ -179,7 +179,8 @@ def write_report(folder, module, report, points, seconds, jobs=2, quick=False, t
     from trainlab.lessons.common import claims_table, table
 
     runs = "\n".join(f"- `{p.name}`: `trainlab {' '.join(p.overrides)}`" for p in points)
-    setup = table(["setting", "value", "why"], [list(row) for row in module.SETUP])
+    setup = table(["setting", "value", "why"], [list(row) for row in module.SETUP]) + _changed(module, points, quick,
+                                                                                             threads)
     text = (f"# {module.TITLE}\n\n**Claim.** {module.CLAIM}\n\n**Verdict: {report.verdict}.**\n\n"
             f"{claims_table(report.claims)}\n\n![figure]({report.figure.name})\n\n{report.body}\n\n"
             f"## Setup\n\n{setup}\n\n{len(points)} runs, {seconds:.0f} s in all with --jobs {jobs}; each is a "
@@ -189,9 +190,33 @@ def write_report(folder, module, report, points, seconds, jobs=2, quick=False, t
               "verdict": report.verdict, "claims": [dataclasses.asdict(c) for c in report.claims],
               "numbers": report.numbers, "setup": [list(row) for row in module.SETUP], "runs": len(points),
               "seconds": round(seconds, 1), "jobs": jobs, "threads": threads,
-              "seeds": sorted({int(p.name.rsplit("_s", 1)[1]) for p in points if "_s" in p.name}), "quick": quick, "torch": torch.__version__}
+              "seeds": _seeds(points), "quick": quick, "torch": torch.__version__}
     (folder / "lesson.json").write_text(json.dumps(record, indent=2) + "\n")
     return folder / "report.md"
+
+
+def _changed(module, points, quick, threads):
+    """The line under the setup table when this run is not the lesson as shipped: other seeds (--seeds) or another
+    thread count (--threads), so that a stability check's report does not state the shipped seed list as its own."""
+    ran, own = _seeds(points), _seeds(module.plan(quick))
+    notes = ([f"seeds {_spans(ran)} (`--seeds`; the table lists the lesson's own, {_spans(own)})"] if ran != own else
+             []) + ([f"{threads} torch threads per run (`--threads`)"] if threads != 1 else [])
+    return f"\n\nThis run: {'; '.join(notes)}." if notes else ""
+
+
+def _seeds(points):
+    return sorted({int(p.name.rsplit("_s", 1)[1]) for p in points if "_s" in p.name})
+
+
+def _spans(seeds):
+    """[0, 1, 2, 5, 7, 8] -> '0-2, 5, 7-8'."""
+    spans = []
+    for seed in seeds:
+        if spans and seed == spans[-1][1] + 1:
+            spans[-1][1] = seed
+        else:
+            spans.append([seed, seed])
+    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in spans)
 
 
 def reseed(points, seeds):
@@ -293,8 +318,10 @@ def main(argv):
     except ConfigError as exc:
         print(f"trainlab lesson: error: {exc}", file=sys.stderr)
         return 2
-    console.print(f"[bold]{escape(lesson(args.name).TITLE)}[/]\nverdict: {escape(report.verdict)}", soft_wrap=True)
-    for claim in report.claims:
-        console.print(f"  {escape(claim.text)}: {escape(claim.line())}", soft_wrap=True)
-    console.print(f"figure: {report.figure}\nreport: {folder / 'report.md'}", soft_wrap=True)
+    from rich.padding import Padding
+
+    console.print(f"[bold]{escape(lesson(args.name).TITLE)}[/]\nverdict: {escape(report.verdict)}")
+    for claim in report.claims:  # wrapped at the terminal's width, each sub-claim under itself
+        console.print(Padding(f"{escape(claim.text)}: {escape(claim.line())}", (0, 0, 0, 2)))
+    console.print(f"figure: {report.figure}\nreport: {folder / 'report.md'}", soft_wrap=True)  # paths: unbroken
     return 0
