@@ -181,6 +181,7 @@ def test_cli_result_fits_80_columns_and_the_report_names_the_seeds_it_ran(tmp_pa
     assert done.returncode == 0, done.stderr
     body = [line for line in done.stdout.splitlines() if not line.startswith(("figure: ", "report: "))]
     assert body and all(len(line) <= 80 for line in body), [line for line in body if len(line) > 80]
+    assert not [line for line in body if line.endswith(" ")], "no padding to the terminal's width (copy and paste)"
     record = json.loads((out / "lesson.json").read_text())
     assert record["seeds"] == [7] and record["threads"] == 2
     said = " ".join(done.stdout.split())

@@ -318,10 +318,11 @@ def main(argv):
     except ConfigError as exc:
         print(f"trainlab lesson: error: {exc}", file=sys.stderr)
         return 2
-    from rich.padding import Padding
+    import textwrap
 
     console.print(f"[bold]{escape(lesson(args.name).TITLE)}[/]\nverdict: {escape(report.verdict)}")
     for claim in report.claims:  # wrapped at the terminal's width, each sub-claim under itself
-        console.print(Padding(f"{escape(claim.text)}: {escape(claim.line())}", (0, 0, 0, 2)))
+        console.print(escape(textwrap.fill(f"{claim.text}: {claim.line()}", console.width, initial_indent="  ",
+                                           subsequent_indent="  ")), soft_wrap=True)
     console.print(f"figure: {report.figure}\nreport: {folder / 'report.md'}", soft_wrap=True)  # paths: unbroken
     return 0
