@@ -119,6 +119,12 @@ def test_norms_verdict_moves_with_its_numbers():
         if key.startswith("mlp@rmsnorm@"):
             twin["quality"][key] = [v + 1e-4 for v in ln]
     assert _claim("norms", twin, "mlp_rms_matches_ln").verdict == "reproduced"
+    worse = copy.deepcopy(n)  # BatchNorm 0.05 nats above LayerNorm on every seed in the Transformer: not the same
+    tf_ln = n["quality"][f"tf@layernorm@{best_lrs(n)[('tf', 'layernorm')]}"]
+    for key in worse["quality"]:
+        if key.startswith("tf@batchnorm@"):
+            worse["quality"][key] = [v + 0.05 for v in tf_ln]
+    assert _claim("norms", worse, "tf_bn_matches_ln").verdict == "not reproduced"
     slower = copy.deepcopy(n)  # RMSNorm's steps 20 % dearer than LayerNorm's, block by block: no saving
     for key in n["ms"]:
         if key.endswith("@rmsnorm"):
