@@ -13,7 +13,7 @@ the same path exactly, the floats within TOLERANCE.
     python scripts/golden.py [NAME ...]     # compare: exactly with this machine's record, closely with the reference
     python scripts/golden.py --machine      # record this machine's exact numbers (if all are close to the reference)
     python scripts/golden.py --write [NAME ...]   # an intended numeric change: a new reference and this machine's
-                                                  # record (other kinds' records are deleted: they hold old numbers)
+                                                  # record (other kinds' records then hold old numbers: it names them)
 
 Regenerate only when a numeric change is intended (a kernel, a default, a fixed bug), never to make a refactor pass.
 """
@@ -347,10 +347,11 @@ def main(argv=None):
         print(f"{config.name}: reference {'close' if close is None else close}; this machine "
               + ("has no record" if mine is None else "identical" if exact is None else exact))
     if ns.write:
-        kept = machine_records() or {}
-        for old in MACHINES.glob("*.json"):
-            old.unlink()  # other kinds' records hold the old numbers of what was rewritten
-        write_machine(kept | made)
+        write_machine((machine_records() or {}) | made)
+        others = [p.name for p in MACHINES.glob("*.json") if p.stem != machine()]
+        if others:  # not deleted here: a file this run did not make is the committer's to remove or re-record
+            print(f"other kinds' records still hold the old numbers of {', '.join(made)}: {', '.join(others)}; "
+                  "re-record each on its kind (--machine) or `git rm` it")
     return 1 if failed else 0
 
 
