@@ -221,7 +221,7 @@ def _spans(seeds):
 
 def reseed(points, seeds):
     """The plan with its seeds replaced, in order (seed i of the plan -> seeds[i]); names end in _s<seed>."""
-    old = sorted({int(p.name.rsplit("_s", 1)[1]) for p in points if "_s" in p.name})
+    old = _seeds(points)
     if len(seeds) < len(old):
         from trainlab.config import ConfigError
 
@@ -267,7 +267,7 @@ def reanalyse(name, folder):
     module, folder = lesson(name), Path(folder)
     old = json.loads((folder / "lesson.json").read_text())
     points = [p for p in module.plan(old["quick"]) if (folder / p.name).is_dir()]
-    if old.get("seeds") and old["seeds"] != sorted({int(p.name.rsplit("_s", 1)[1]) for p in points}):
+    if old.get("seeds") and old["seeds"] != _seeds(points):
         points = reseed(module.plan(old["quick"]), old["seeds"])
     results = {p.name: json.loads((folder / p.name / "summary.json").read_text()) for p in points}
     report = analyse(module, results, folder)

@@ -4,8 +4,9 @@ the mixed targets keep it from memorizing; scaled down here: an MLP (depth 2, wi
 images (359 training samples), 600 steps (~107 epochs; the plain net's training loss falls to ~2e-3), alpha 1.0
 (the papers' CIFAR value). The boundary: the same runs cut to 30 steps (~5 epochs), before the plain net has
 memorized its samples, where the mixed targets only slow the fit: the gain should shrink (Zhang et al.'s Table 1:
-mixup's ImageNet gain grows from 0.2 points at 90 epochs to 1.5 at 200). 32 seeds, each its own split (data.seed =
-trainer.seed), compared paired by seed. Changed after a first full run (4 seeds, 100-step short runs, one lr grid
+mixup's ImageNet gain grows from 0.2 points at 90 epochs to 1.5 at 200). 32 seeds for the long run and 96 others for
+the short one, each its own split (data.seed = trainer.seed), the settings of a run length compared paired by seed.
+Changed after a first full run (4 seeds, 100-step short runs, one lr grid
 for all): gains of +0.010 were within noise, every best lr but one sat on the grid's edge, and 100 steps already
 memorized (training loss 0.007): hence 8 seeds, 30 steps, and a grid per setting. With 8 seeds, seeds 100-107 put
 mixup's shrink at the rule's edge (+0.0159 +- 0.0076 -> +0.0170 +- 0.0091, within noise); with 16, mixup's long-run
